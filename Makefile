@@ -1,0 +1,45 @@
+# One-command life cycle. Every recipe runs in bash with infra/env.sh sourced (BASH_ENV), so all
+# state stays in .state/ inside the repo and telemetry is off.
+SHELL := /bin/bash
+export BASH_ENV := $(CURDIR)/infra/env.sh
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+MODEL ?= models:/image-classifier/latest
+PORT ?= 3000
+
+.PHONY: setup run test serve data clean-state
+.DEFAULT_GOAL := run
+
+setup: $(VENV)/.installed .zen .state/.stack-ready
+
+$(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/pip install -q -r requirements.txt -c requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	grep -q "infra/env.sh" $(VENV)/bin/activate || echo 'source "$(CURDIR)/infra/env.sh"' >> $(VENV)/bin/activate
+	touch $@
+
+.zen: $(VENV)/.installed
+	$(BIN)/zenml init
+
+.state/.stack-ready: $(VENV)/.installed .zen infra/local_stack.py
+	$(BIN)/python infra/local_stack.py
+	touch $@
+
+data: setup
+	$(BIN)/imgclf digits data/digits
+
+run: setup data
+	$(BIN)/zenml pipeline run pipelines.training_pipeline -c configs/training.yaml
+	$(BIN)/python -m imgclf.cli summary --model-name image-classifier
+
+test: setup
+	$(BIN)/pytest
+
+serve: setup
+	$(BIN)/imgclf serve --model $(MODEL) --host 127.0.0.1 --port $(PORT)
+
+clean-state:
+	rm -rf .state .zen

@@ -1,0 +1,98 @@
+"""The one preprocessing definition.
+
+A `PreprocessSpec` is saved inside every model bundle and ONNX file; training (through the decoded
+cache), evaluation, export and serving all call these methods, so a model always sees the pixels it
+was trained on. Plain numpy + PIL: the service uses it without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+ResizeMode = Literal["squash", "center_crop", "letterbox"]
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an RGB image becomes the model's input tensor."""
+
+    image_size: int = 64
+    resize_mode: ResizeMode = "squash"
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ValueError(f"PreprocessSpec.image_size must be >= 8, got {self.image_size}")
+        if self.resize_mode not in ("squash", "center_crop", "letterbox"):
+            raise ValueError(f"PreprocessSpec.resize_mode {self.resize_mode!r} is not one of squash, center_crop, letterbox")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
+        return cls(**data)
+
+    # -- pixels ----------------------------------------------------------------------------------
+    def resize(self, image: Image.Image) -> np.ndarray:
+        """RGB PIL image -> uint8 array (size, size, 3). This is what the decoded cache stores."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        size = self.image_size
+        resample = _RESAMPLE[self.interpolation]
+        if self.resize_mode == "squash":
+            out = image.resize((size, size), resample)
+        elif self.resize_mode == "center_crop":
+            w, h = image.size
+            scale = size / min(w, h)
+            image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), resample)
+            w, h = image.size
+            left, top = (w - size) // 2, (h - size) // 2
+            out = image.crop((left, top, left + size, top + size))
+        else:  # letterbox: keep aspect ratio, pad with black
+            w, h = image.size
+            scale = size / max(w, h)
+            inner = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+            out = Image.new("RGB", (size, size))
+            out.paste(inner, ((size - inner.width) // 2, (size - inner.height) // 2))
+        return np.asarray(out, dtype=np.uint8)
+
+    def normalize(self, batch: Any) -> Any:
+        """uint8 batch (N, H, W, 3) numpy or (N, 3, H, W) torch -> float32 (N, 3, H, W), normalised.
+
+        numpy input is channels-last (as cached); torch input is already channels-first (as augmented).
+        """
+        mean = np.asarray(self.mean, dtype=np.float32) * 255.0
+        inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
+        if isinstance(batch, np.ndarray):
+            x = batch.astype(np.float32).transpose(0, 3, 1, 2)
+            if self.channel_order == "BGR":
+                x = x[:, ::-1]
+            return np.ascontiguousarray((x - mean[None, :, None, None]) * inv_std[None, :, None, None])
+        import torch  # only training/export reach this branch
+
+        x = batch.float()
+        if self.channel_order == "BGR":
+            x = x.flip(1)
+        m = torch.from_numpy(mean).view(1, 3, 1, 1).to(x.device)
+        s = torch.from_numpy(inv_std).view(1, 3, 1, 1).to(x.device)
+        return (x - m) * s
+
+    def prepare(self, images: list[Image.Image]) -> np.ndarray:
+        """Decoded RGB images -> model input, float32 (N, 3, H, W)."""
+        return self.normalize(np.stack([self.resize(img) for img in images]))

@@ -1,0 +1,130 @@
+"""Running the BentoML service as a background process: start, wait until ready, record, stop.
+
+Why not ZenML's BentoML model deployer: in ZenML 0.98 its local service takes BentoML 1.4's
+new-style service for a legacy one and dies on start ("'Service' object has no attribute
+'runners'"). `bentoml serve` started here is the same server, without that layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MODEL_DIR_ENV = "IMGCLF_MODEL_DIR"
+MODEL_VERSION_ENV = "IMGCLF_MODEL_VERSION"
+
+
+class DeployConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="interface to listen on")
+    port: int = Field(3000, ge=1, le=65535)
+    ready_timeout_s: float = Field(90, gt=0)
+
+
+@dataclass
+class Deployment:
+    status: str  # "running" or "skipped"
+    reason: str
+    url: str = ""
+    pid: int = 0
+    model_uri: str = ""
+    model_version: str = ""
+    log_file: str = ""
+
+
+def serve_command(model_dir: str | Path, version: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The `bentoml serve` command line and environment that serve `model_dir`."""
+    env = {**os.environ, MODEL_DIR_ENV: str(Path(model_dir).resolve()), MODEL_VERSION_ENV: str(version)}
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    cmd = [bentoml, "serve", "imgclf.serving.service:ImageClassifier", "--host", host, "--port", str(port), "--working-dir", package_root]
+    return cmd, env
+
+
+def deployments_dir() -> Path:
+    return Path(os.environ.get("IMGCLF_STATE", ".state")) / "deployments"
+
+
+def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} was not ready after {timeout_s:.0f} s")
+
+
+def start(model_dir: str | Path, model_uri: str, version: str, config: DeployConfig) -> Deployment:
+    """Start the service in its own session (it outlives the caller), replacing one on the same port."""
+    record_path = deployments_dir() / f"{config.port}.json"
+    stop_recorded(config.port)
+    log_file = deployments_dir() / f"{config.port}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    cmd, env = serve_command(model_dir, version, config.host, config.port)
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://{config.host}:{config.port}"
+    try:
+        wait_ready(url, config.ready_timeout_s, process)
+    except Exception as exc:
+        stop(process.pid)
+        tail = log_file.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"service for {model_uri} did not start: {exc}\n--- {log_file} ---\n{tail}") from None
+    deployment = Deployment("running", "quality gate passed", url, process.pid, model_uri, version, str(log_file))
+    record_path.write_text(json.dumps(asdict(deployment), indent=2))
+    return deployment
+
+
+def stop(pid: int, timeout_s: float = 20) -> None:
+    """SIGTERM the server (BentoML then stops its workers); SIGKILL the group if it does not exit."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                return
+        except ChildProcessError:  # not our child: poll for existence
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop_recorded(port: int) -> bool:
+    """Stop the deployment recorded for `port`, if its process is still alive."""
+    record_path = deployments_dir() / f"{port}.json"
+    if not record_path.is_file():
+        return False
+    record = json.loads(record_path.read_text())
+    cmdline = Path(f"/proc/{record['pid']}/cmdline")
+    if cmdline.exists() and b"imgclf.serving.service" in cmdline.read_bytes():  # not a recycled pid
+        stop(int(record["pid"]))
+    record_path.unlink()
+    return True

@@ -1,0 +1,55 @@
+"""Prediction from an ONNX model (fp32 or INT8) with the PreprocessSpec and classes stored in the file.
+
+Imports neither torch nor ZenML, so the service starts fast and ships small.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.bundle import ONNX_FILE, SPEC_FILE
+from imgclf.data.decode import open_image
+from imgclf.export.onnx import INPUT_NAME, OUTPUT_NAME, read_metadata
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
+
+
+class Predictor:
+    def __init__(self, onnx_path: str | Path, model_version: str = "local") -> None:
+        import onnxruntime as ort
+
+        self.onnx_path = Path(onnx_path)
+        if not self.onnx_path.is_file():
+            raise FileNotFoundError(f"no ONNX model at {self.onnx_path}")
+        self.class_names, self.spec = read_metadata(self.onnx_path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one request at a time per worker; scale with workers
+        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        self.model_version = model_version
+
+    @classmethod
+    def from_path(cls, path: str | Path, model_version: str | None = None) -> "Predictor":
+        """A bundle folder (uses its `serving_model`, default model.onnx) or an .onnx file."""
+        path = Path(path)
+        if path.is_dir():
+            spec_file = path / SPEC_FILE
+            spec = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
+            onnx_name = spec.get("serving", {}).get("model", ONNX_FILE)
+            version = model_version or str(spec.get("info", {}).get("registry_version", "local"))
+            return cls(path / onnx_name, version)
+        return cls(path, model_version or "local")
+
+    def predict(self, data: bytes, top_k: int = 3) -> dict:
+        """Raw upload bytes -> {label, confidence, top_k, model_version}. Bad input raises ImageRejected."""
+        image, _ = open_image(data, max_pixels=MAX_UPLOAD_PIXELS, source="upload")
+        x = self.spec.normalize(self.spec.resize(image)[None])
+        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0][0].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
+        top = [{"label": self.class_names[i], "confidence": float(probs[i])} for i in order]
+        return {"label": top[0]["label"], "confidence": top[0]["confidence"], "top_k": top, "model_version": self.model_version}

@@ -1,0 +1,38 @@
+"""The BentoML service: POST /predict (image upload); GET /healthz and /readyz are BentoML's own.
+
+The model folder comes from IMGCLF_MODEL_DIR (a bundle folder or an .onnx file) and its registry
+version from IMGCLF_MODEL_VERSION; `imgclf serve` and the deploy step set both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bentoml
+from starlette.responses import JSONResponse
+
+from imgclf.data.decode import ImageRejected
+from imgclf.serving.deployment import MODEL_DIR_ENV, MODEL_VERSION_ENV
+from imgclf.serving.predictor import MAX_UPLOAD_BYTES, Predictor
+
+
+
+@bentoml.service(name="imgclf", workers=1, traffic={"timeout": 30})
+class ImageClassifier:
+    def __init__(self) -> None:
+        model = os.environ.get(MODEL_DIR_ENV)
+        if not model:
+            raise RuntimeError(f"set {MODEL_DIR_ENV} to a model bundle folder or .onnx file")
+        self.predictor = Predictor.from_path(model, os.environ.get(MODEL_VERSION_ENV) or None)
+
+    @bentoml.api(route="/predict")
+    def predict(self, image: Path, top_k: int = 3) -> dict:
+        size = image.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            return JSONResponse({"error": f"upload is {size} bytes; the limit is {MAX_UPLOAD_BYTES}"}, status_code=413)
+        try:
+            return self.predictor.predict(image.read_bytes(), top_k=top_k)
+        except ImageRejected as exc:
+            return JSONResponse({"error": f"the upload is not a usable image: {exc.reason}: {exc.detail}"}, status_code=400)
+

@@ -1,0 +1,71 @@
+"""Register and activate the embedded local stack. Idempotent: existing components are kept.
+
+Stack `imgclf-local`: local orchestrator, local artifact store, MLflow experiment tracker and model
+registry (SQLite backend), BentoML model deployer, Evidently data validator. All paths come from the
+environment set by infra/env.sh (or by a test), so state stays where the caller put it.
+
+Run:  python infra/local_stack.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STACK = "imgclf-local"
+MLFLOW_EXPERIMENT = "imgclf"
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("IMGCLF_STATE", Path(__file__).resolve().parents[1] / ".state")).resolve()
+
+
+def ensure_mlflow_experiment(tracking_uri: str, artifact_root: Path) -> None:
+    """Create the experiment with artifacts inside the state folder (MLflow's default is ./mlruns)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    if client.get_experiment_by_name(MLFLOW_EXPERIMENT) is None:
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        client.create_experiment(MLFLOW_EXPERIMENT, artifact_location=artifact_root.as_uri())
+
+
+def ensure_local_stack() -> str:
+    from zenml.client import Client
+    from zenml.enums import StackComponentType as T
+
+    state = _state_dir()
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow' / 'mlflow.db'}"
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    ensure_mlflow_experiment(tracking_uri, state / "mlflow" / "artifacts")
+
+    components = {
+        T.ORCHESTRATOR: ("imgclf-orchestrator", "local", {}),
+        T.ARTIFACT_STORE: ("imgclf-artifacts", "local", {"path": str(state / "artifacts")}),
+        T.EXPERIMENT_TRACKER: ("imgclf-mlflow-tracker", "mlflow", {"tracking_uri": tracking_uri, "experiment_name": MLFLOW_EXPERIMENT}),
+        T.MODEL_REGISTRY: ("imgclf-mlflow-registry", "mlflow", {}),
+        T.MODEL_DEPLOYER: ("imgclf-bentoml", "bentoml", {}),
+        T.DATA_VALIDATOR: ("imgclf-evidently", "evidently", {}),
+    }
+    client = Client()
+    existing = {}
+    for ctype, (name, flavor, config) in components.items():
+        try:
+            component = client.get_stack_component(ctype, name, allow_name_prefix_match=False)
+            if component.configuration.get("tracking_uri", tracking_uri) != tracking_uri:
+                client.update_stack_component(name, ctype, configuration=config)
+        except KeyError:
+            client.create_stack_component(name=name, flavor=flavor, component_type=ctype, configuration=config)
+        existing[ctype] = name
+    try:
+        client.get_stack(STACK, allow_name_prefix_match=False)
+    except KeyError:
+        client.create_stack(name=STACK, components=existing)
+    client.activate_stack(STACK)
+    return STACK
+
+
+if __name__ == "__main__":
+    name = ensure_local_stack()
+    print(f"active ZenML stack: {name} (state in {_state_dir()})")

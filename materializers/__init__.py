@@ -1,0 +1,13 @@
+"""ZenML materializers for the project's artifact types. Importing this package registers them."""
+
+from materializers.dataset import DatasetManifestMaterializer, QuarantineMaterializer
+from materializers.model import ExportedModelMaterializer, TrainedModelMaterializer
+from materializers.reports import ReportMaterializer
+
+__all__ = [
+    "DatasetManifestMaterializer",
+    "QuarantineMaterializer",
+    "TrainedModelMaterializer",
+    "ExportedModelMaterializer",
+    "ReportMaterializer",
+]

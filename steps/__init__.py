@@ -1,0 +1,14 @@
+"""One ZenML step per file, thin: parse typed config, call imgclf, log, return typed artifacts."""
+
+import materializers  # noqa: F401  (registers the project's materializers)
+from steps.augment import augment
+from steps.deploy import deploy
+from steps.evaluate import evaluate
+from steps.ingest import ingest
+from steps.quantize import quantize
+from steps.register import register
+from steps.split import split
+from steps.train import train
+from steps.validate import validate
+
+__all__ = ["ingest", "validate", "split", "augment", "train", "evaluate", "quantize", "register", "deploy"]

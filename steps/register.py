@@ -1,0 +1,39 @@
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from zenml import get_step_context, log_metadata, step
+from zenml.logger import get_logger
+
+from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, TrainedModel
+from imgclf.evaluate.metrics import EvaluationReport
+from imgclf.export.onnx import ExportedModel
+from imgclf.registry import RegisteredVersion, register_bundle
+
+logger = get_logger(__name__)
+
+
+@step(experiment_tracker=True)
+def register(
+    model: TrainedModel, exported: ExportedModel, evaluation: EvaluationReport
+) -> Annotated[RegisteredVersion, "registered_model"]:
+    """Register the bundle in MLflow under the ZenML Model's name and link the two versions."""
+    zenml_model = get_step_context().model
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = model.save(Path(tmp) / "bundle")
+        (bundle / ONNX_FILE).write_bytes(exported.onnx)
+        (bundle / ONNX_INT8_FILE).write_bytes(exported.onnx_int8)
+        (bundle / "evaluation.json").write_text(json.dumps(evaluation.metrics(), indent=2))
+        (bundle / "export_report.json").write_text(json.dumps(exported.report, indent=2))
+        registered = register_bundle(
+            bundle,
+            zenml_model.name,
+            tags={"zenml_model_version": str(zenml_model.version), **{k: f"{v:.4f}" for k, v in evaluation.metrics().items()}},
+        )
+    log_metadata(
+        metadata={"mlflow_model_name": registered.name, "mlflow_model_version": registered.version, "model_uri": registered.model_uri},
+        infer_model=True,
+    )
+    logger.info("registered %s (ZenML model version %s)", registered.model_uri, zenml_model.version)
+    return registered
