@@ -13,10 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_STATE = Path(tempfile.mkdtemp(prefix="imgclf-test-state-"))
+# ZenML's MLflow tracker unsets MLFLOW_TRACKING_URI after a step, so tests that read the session's
+# registry after a pipeline run pass this URI explicitly.
+SESSION_MLFLOW_URI = f"sqlite:///{_SESSION_STATE / 'mlflow' / 'mlflow.db'}"
 os.environ.update(
     IMGCLF_STATE=str(_SESSION_STATE),
     ZENML_CONFIG_PATH=str(_SESSION_STATE / "zenml"),
-    MLFLOW_TRACKING_URI=f"sqlite:///{_SESSION_STATE / 'mlflow' / 'mlflow.db'}",
+    MLFLOW_TRACKING_URI=SESSION_MLFLOW_URI,
     IMGCLF_CACHE_DIR=str(_SESSION_STATE / "cache"),
     BENTOML_HOME=str(_SESSION_STATE / "bentoml"),
     ZENML_ANALYTICS_OPT_IN="false",

@@ -1,0 +1,95 @@
+"""The whole training_pipeline on a tiny real data set (digits, 30 per class, plus one broken file),
+on the embedded stack in this test session's own ZenML store and MLflow database."""
+
+from __future__ import annotations
+
+import runpy
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+import requests
+import yaml
+
+from conftest import ROOT, SESSION_MLFLOW_URI, free_port
+
+STEPS = ["ingest", "validate", "split", "augment", "train", "evaluate", "quantize", "register", "deploy"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(digits_dir, tmp_path_factory):
+    from zenml.client import Client
+
+    runpy.run_path(str(ROOT / "infra" / "local_stack.py"))["ensure_local_stack"]()
+    data = tmp_path_factory.mktemp("pipeline_data") / "digits"
+    shutil.copytree(digits_dir, data)
+    (data / "2" / "broken.png").write_text("not an image at all")
+    config = yaml.safe_load((ROOT / "configs" / "training_fast.yaml").read_text())
+    config["parameters"]["data_source"] = str(data)
+    config["steps"]["deploy"]["parameters"]["config"]["port"] = free_port()
+    config_path = tmp_path_factory.mktemp("config") / "training.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    from pipelines import training_pipeline
+
+    training_pipeline.with_options(config_path=str(config_path))()
+    run = Client().get_pipeline("training_pipeline").last_run
+    yield run
+    deployment = run.steps["deploy"].outputs["deployment"][0].load()
+    if deployment.pid:
+        from imgclf.serving.deployment import stop
+
+        stop(deployment.pid)
+
+
+def test_all_nine_steps_completed(pipeline_run):
+    from zenml.enums import ExecutionStatus
+
+    assert pipeline_run.status == ExecutionStatus.COMPLETED
+    assert sorted(pipeline_run.steps) == sorted(STEPS)
+    assert all(step.status == ExecutionStatus.COMPLETED for step in pipeline_run.steps.values())
+
+
+def test_validate_accounts_for_every_file(pipeline_run):
+    meta = pipeline_run.steps["validate"].run_metadata
+    assert (meta["received"], meta["kept"], meta["quarantined"]) == (301, 300, 1)
+    quarantine = pipeline_run.steps["validate"].outputs["quarantine"][0].load()
+    assert quarantine.records.to_dict("records") == [
+        {"path": "2/broken.png", "reason": "not_an_image", "detail": "no known image format in the file's bytes"}
+    ]
+
+
+def test_evaluation_metadata_and_mlflow_registration(pipeline_run):
+    meta = pipeline_run.steps["evaluate"].run_metadata
+    assert 0 <= meta["test_accuracy"] <= 1 and 0 <= meta["test_macro_f1"] <= 1
+    registered = pipeline_run.steps["register"].outputs["registered_model"][0].load()
+    version = mlflow.MlflowClient(tracking_uri=SESSION_MLFLOW_URI).get_model_version("image-classifier", registered.version)
+    assert version.tags["zenml_model_version"] == str(pipeline_run.model_version.number)
+    assert float(version.tags["test_accuracy"]) == pytest.approx(meta["test_accuracy"], abs=1e-4)
+    assert pipeline_run.model_version.run_metadata["mlflow_model_version"] == registered.version
+
+
+def test_onnx_artifact_agrees_with_torch(pipeline_run):
+    from imgclf.data.cache import decoded_images
+    from imgclf.export.onnx import onnx_logits
+    from imgclf.train.loop import predict_logits
+
+    model = pipeline_run.steps["train"].outputs["trained_model"][0].load()
+    exported = pipeline_run.steps["quantize"].outputs["onnx_model"][0].load()
+    manifest = pipeline_run.steps["split"].outputs["split_manifest"][0].load()
+    images = decoded_images(manifest.subset("test"), model.preprocess)
+    torch_logits = predict_logits(model.build(), images, model.preprocess)
+    onnx_out = onnx_logits(exported.onnx, images, model.preprocess)
+    assert np.abs(torch_logits - onnx_out).max() < 1e-3
+    assert (torch_logits.argmax(1) == onnx_out.argmax(1)).all()
+
+
+def test_deploy_serves_the_registered_version(pipeline_run, digits_dir):
+    deployment = pipeline_run.steps["deploy"].outputs["deployment"][0].load()
+    registered = pipeline_run.steps["register"].outputs["registered_model"][0].load()
+    assert deployment.status == "running" and deployment.url.startswith("http://127.0.0.1:")
+    image = next((digits_dir / "4").iterdir()).read_bytes()
+    response = requests.post(f"{deployment.url}/predict", files={"image": ("4.png", image, "image/png")}, timeout=30)
+    assert response.status_code == 200
+    assert response.json()["model_version"] == registered.version
