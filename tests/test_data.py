@@ -120,3 +120,12 @@ def test_decoded_cache_is_reused_and_matches_preprocess(digits_dir, tmp_path):
     assert first.shape == (300, 16, 16, 3) and np.array_equal(first, second)
     image, _ = open_image(manifest.absolute_paths()[5])
     assert np.array_equal(first[5], spec.resize(image))
+
+
+def test_split_keeps_a_tiny_class_in_train(digits_dir, tmp_path):
+    root = tmp_path / "tiny"
+    shutil.copytree(digits_dir, root)
+    for extra in sorted((root / "0").iterdir())[1:]:
+        extra.unlink()
+    result = stratified_split(ingest_folder(root), SplitConfig())
+    assert result.records.loc[result.records["label"] == "0", "split"].tolist() == ["train"]

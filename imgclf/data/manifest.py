@@ -1,0 +1,71 @@
+"""Typed dataset artifacts: the manifest of images and the quarantine list of rejected ones."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MANIFEST_COLUMNS = ["path", "label", "sha256", "bytes", "format", "mode", "width", "height"]
+QUARANTINE_COLUMNS = ["path", "reason", "detail"]
+
+
+@dataclass
+class DatasetManifest:
+    """One row per image. `path` is relative to `root` (POSIX); `split` appears after splitting."""
+
+    root: str
+    records: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        missing = [c for c in MANIFEST_COLUMNS if c not in self.records.columns]
+        if missing:
+            raise ValueError(f"manifest is missing columns {missing}")
+        self.records = self.records.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def class_names(self) -> list[str]:
+        return sorted(self.records["label"].dropna().astype(str).unique().tolist())
+
+    def subset(self, split: str) -> "DatasetManifest":
+        return DatasetManifest(self.root, self.records[self.records["split"] == split])
+
+    def label_indices(self, class_names: list[str]) -> np.ndarray:
+        """Integer targets for `class_names` (the model's class order)."""
+        index = {name: i for i, name in enumerate(class_names)}
+        return self.records["label"].map(index).to_numpy(dtype=np.int64)
+
+    def absolute_paths(self) -> list[Path]:
+        root = Path(self.root)
+        return [root / p for p in self.records["path"]]
+
+    def content_hash(self) -> str:
+        """Identity of the data (file contents and labels), independent of where the folder lives."""
+        h = hashlib.sha256()
+        for sha, label in sorted(zip(self.records["sha256"].astype(str), self.records["label"].astype(str))):
+            h.update(f"{sha}\t{label}\n".encode())
+        return h.hexdigest()
+
+    def class_counts(self) -> pd.DataFrame:
+        if "split" in self.records.columns:
+            return self.records.pivot_table(index="label", columns="split", values="path", aggfunc="count", fill_value=0)
+        return self.records.groupby("label")["path"].count().to_frame("images")
+
+
+@dataclass
+class Quarantine:
+    """Files that were received but not kept, each with a reason code and a human-readable detail."""
+
+    records: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUARANTINE_COLUMNS))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def reasons(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.records["reason"].value_counts().items()}
