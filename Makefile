@@ -29,7 +29,7 @@ $(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
 	touch $@
 
 data: setup
-	$(BIN)/imgclf digits data/digits
+	$(BIN)/dvc repro digits
 
 run: setup data
 	$(BIN)/zenml pipeline run pipelines.training_pipeline -c configs/training.yaml

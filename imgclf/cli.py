@@ -11,9 +11,11 @@ from pathlib import Path
 def resolve_model(model: str) -> tuple[Path, str]:
     """A models:/ URI (downloaded from the MLflow registry) or a local bundle folder / .onnx file."""
     if model.startswith("models:/"):
-        from imgclf.registry import fetch_bundle
+        from imgclf.registry import fetch_bundle, resolve_version
+        from imgclf.serving.deployment import deployments_dir
 
-        return fetch_bundle(model)
+        name, version = resolve_version(model)
+        return fetch_bundle(f"models:/{name}/{version}", deployments_dir() / f"{name}-v{version}")
     path = Path(model)
     if not path.exists():
         raise SystemExit(f"imgclf serve: {path} does not exist (give a bundle folder, an .onnx file or a models:/ URI)")
@@ -32,7 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _digits(args: argparse.Namespace) -> int:
     from imgclf.datasets import write_digits
 
-    count = write_digits(args.out, limit_per_class=args.limit_per_class)
+    count = write_digits(args.out, limit_per_class=args.limit_per_class or None)
     print(f"{count} digit images in {args.out}")
     return 0
 
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("digits", help="write scikit-learn's digits as PNGs, a folder per class")
     p.add_argument("out", nargs="?", default="data/digits")
-    p.add_argument("--limit-per-class", type=int, default=None)
+    p.add_argument("--limit-per-class", type=int, default=0, help="0 = all images")
     p.set_defaults(func=_digits)
 
     p = sub.add_parser("summary", help="print the latest registered model and where to look")

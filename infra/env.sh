@@ -2,6 +2,7 @@
 # and by .venv/bin/activate. Keeps all state inside the repo (.state/) and all telemetry off.
 IMGCLF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export IMGCLF_ROOT
+case ":$PATH:" in *":$IMGCLF_ROOT/.venv/bin:"*) ;; *) export PATH="$IMGCLF_ROOT/.venv/bin:$PATH" ;; esac
 export IMGCLF_STATE="${IMGCLF_STATE:-$IMGCLF_ROOT/.state}"
 export ZENML_CONFIG_PATH="${ZENML_CONFIG_PATH:-$IMGCLF_STATE/zenml}"
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$IMGCLF_STATE/mlflow/mlflow.db}"

@@ -3,6 +3,7 @@
 from materializers.dataset import DatasetManifestMaterializer, QuarantineMaterializer
 from materializers.model import ExportedModelMaterializer, TrainedModelMaterializer
 from materializers.reports import ReportMaterializer
+from materializers.validation import SuiteResultMaterializer
 
 __all__ = [
     "DatasetManifestMaterializer",
@@ -10,4 +11,5 @@ __all__ = [
     "TrainedModelMaterializer",
     "ExportedModelMaterializer",
     "ReportMaterializer",
+    "SuiteResultMaterializer",
 ]

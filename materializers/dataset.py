@@ -15,6 +15,7 @@ from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
 from imgclf.data.manifest import DatasetManifest, Quarantine
+from imgclf.data.split import SPLITS, split_report
 from materializers._files import download_dir, upload_dir
 
 
@@ -36,6 +37,18 @@ class DatasetManifestMaterializer(BaseMaterializer):
     def save_visualizations(self, data: DatasetManifest) -> Dict[str, VisualizationType]:
         counts = data.class_counts()
         body = f"<h3>{len(data)} images, {len(data.class_names)} classes</h3><p>root: {html.escape(data.root)}</p>"
+        if "split" in data.records.columns:  # the split report: images per class per split
+            report = split_report(data)
+            counts = pd.DataFrame.from_dict(report["per_class"], orient="index").rename_axis("class")
+            counts["total"] = counts.sum(axis=1)
+            counts.loc["all classes"] = counts.sum()
+            body += "<p>split: " + ", ".join(f"{s} {report[s]} ({report[s] / max(len(data), 1):.1%})" for s in SPLITS) + "</p>"
+            if "clusters" in report:
+                body += (
+                    f"<p>{report['rows_in_shared_clusters']} images in clusters kept within one split (same group, bytes "
+                    f"or near-duplicate); largest cluster {report['largest_cluster']}; clusters across splits "
+                    f"{report['clusters_across_splits']}</p>"
+                )
         body += counts.to_html(border=0)
         path = os.path.join(self.uri, "summary.html")
         with fileio.open(path, "w") as f:

@@ -11,7 +11,6 @@ from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from imgclf.data.validate import SuiteResult
 from imgclf.evaluate.metrics import EvaluationReport, GateResult
 from imgclf.registry import RegisteredVersion
 from imgclf.serving.deployment import Deployment
@@ -20,7 +19,7 @@ _FILE = "report.json"
 
 
 class ReportMaterializer(BaseMaterializer):
-    ASSOCIATED_TYPES = (SuiteResult, EvaluationReport, GateResult, RegisteredVersion, Deployment)
+    ASSOCIATED_TYPES = (EvaluationReport, GateResult, RegisteredVersion, Deployment)
     ASSOCIATED_ARTIFACT_TYPE = ArtifactType.DATA_ANALYSIS
 
     def save(self, data: Any) -> None:

@@ -1,5 +1,6 @@
 from typing import Annotated, Tuple
 
+import mlflow
 from zenml import log_metadata, step
 from zenml.logger import get_logger
 
@@ -9,7 +10,7 @@ from imgclf.data.validate import SuiteResult, ValidationConfig, validate as vali
 logger = get_logger(__name__)
 
 
-@step
+@step(experiment_tracker=True)
 def validate(
     manifest: DatasetManifest, config: ValidationConfig = ValidationConfig()
 ) -> Tuple[
@@ -17,18 +18,24 @@ def validate(
     Annotated[Quarantine, "quarantine"],
     Annotated[SuiteResult, "data_validation"],
 ]:
-    """Quarantine unusable files with a reason, then run the Great Expectations suite on what is kept."""
-    kept, quarantine, suite = validate_dataset(manifest, config)
+    """Quarantine unusable files with a reason, run the Great Expectations suite on the rest, publish
+    the result (metadata, MLflow), and only then stop the run if an error-severity check failed."""
+    kept, quarantine, suite = validate_dataset(manifest, config, raise_on_error=False)
     for row in quarantine.records.itertuples():
         logger.warning("quarantined %s: %s (%s)", row.path, row.reason, row.detail)
-    logger.info("validation: received %d, kept %d, quarantined %d\n%s", len(manifest), len(kept), len(quarantine), suite.summary())
+    logger.info("validation %s; %s\n%s", suite.verdict(), suite.accounting(), suite.summary())
     log_metadata(
         metadata={
-            "received": len(manifest),
-            "kept": len(kept),
-            "quarantined": len(quarantine),
+            **suite.counts,  # received == kept + quarantined + duplicates
             "suite_success": suite.success,
+            "failed_errors": sorted({c["check"] for c in suite.failures("error")}),
+            "failed_warnings": sorted({c["check"] for c in suite.failures("warning")}),
             "quarantine_reasons": quarantine.reasons(),
         }
     )
+    mlflow.log_metrics({f"data_{k}": v for k, v in suite.counts.items()})
+    mlflow.log_dict(suite.to_dict(), "data_validation/suite.json")
+    mlflow.log_text(suite.to_html(), "data_validation/suite.html")
+    mlflow.log_dict(quarantine.records.to_dict("records"), "data_validation/quarantine.json")
+    suite.raise_for_errors(manifest.root)
     return kept, quarantine, suite

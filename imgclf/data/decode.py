@@ -1,26 +1,56 @@
 """Decoding an image file or upload into an RGB PIL image, or a reason why not.
 
 Used by validation (to quarantine), by the cache (to decode once) and by the service (to answer 400),
-so every entry point accepts and rejects the same files for the same reasons.
+so every entry point accepts and rejects the same files for the same reasons and turns odd but valid
+images (CMYK, 16-bit, palette + transparency, grey + alpha, EXIF-rotated, animated) into the same
+RGB pixels.
+
+The format comes from the file's first bytes, never from its name: a PNG named `.jpg` is a PNG, a
+text file named `.png` is not an image. Only the formats below are opened, so PIL's long tail of
+plugins (EPS hands files to Ghostscript, TGA has no signature) never sees user files.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
-import warnings
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-# We enforce our own pixel cap *before* decoding; PIL's global cap would raise mid-way instead.
-Image.MAX_IMAGE_PIXELS = None
+import numpy as np
+from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
+# format -> (leading-byte signatures, PIL module, opener); the opener parses the header only.
+_FORMATS: dict[str, tuple[tuple[bytes, ...], str, str]] = {
+    "JPEG": ((b"\xff\xd8\xff",), "JpegImagePlugin", "jpeg_factory"),  # also MPO (multi-picture JPEG)
+    "PNG": ((b"\x89PNG\r\n\x1a\n",), "PngImagePlugin", "PngImageFile"),
+    "GIF": ((b"GIF87a", b"GIF89a"), "GifImagePlugin", "GifImageFile"),
+    "BMP": ((b"BM",), "BmpImagePlugin", "BmpImageFile"),
+    "TIFF": ((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), "TiffImagePlugin", "TiffImageFile"),
+    "WEBP": ((b"RIFF",), "WebPImagePlugin", "WebPImageFile"),  # plus b"WEBP" at offset 8, see sniff_format
+}
+IMAGE_FORMATS = tuple(_FORMATS)
+
+REASONS = (
+    "zero_bytes",
+    "not_an_image",
+    "truncated",
+    "corrupt",
+    "decompression_bomb",
+    "too_small",
+    "unreadable_mode",
+)
+
+# Header / decoder messages that mean "a pixel layout PIL cannot read" rather than damage.
+_MODE_HINTS = ("mode", "pixel depth", "bit depth", "bitfields", "data organization", "samples per pixel")
+_TRUNCATION_HINTS = ("truncated", "end of file", "unpack requires a buffer", "not enough data", "premature end")
+
 
 class ImageRejected(ValueError):
-    """An input that is not a usable image. `reason` is a short machine-readable code."""
+    """An input that is not a usable image. `reason` is one of REASONS; `detail` says what was found."""
 
     def __init__(self, reason: str, detail: str, source: str = "") -> None:
         self.reason = reason
@@ -32,10 +62,20 @@ class ImageRejected(ValueError):
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """What the file declares (format, mode and stored size, before EXIF rotation)."""
+
     format: str
     mode: str
     width: int
     height: int
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The accepted format whose signature starts `head` (the file's first 16 bytes), else None."""
+    for name, (signatures, _, _) in _FORMATS.items():
+        if head.startswith(signatures) and (name != "WEBP" or head[8:12] == b"WEBP"):
+            return name
+    return None
 
 
 def open_image(
@@ -45,22 +85,27 @@ def open_image(
     min_size: int = 1,
     source: str = "",
 ) -> tuple[Image.Image, ImageInfo]:
-    """Fully decode `data` (bytes or a file path) to RGB with EXIF orientation applied.
+    """Fully decode `data` (bytes or a file path) to RGB: first frame, EXIF orientation applied.
 
-    Raises ImageRejected with reason one of: zero_bytes, not_an_image, decompression_bomb,
-    too_small, truncated, corrupt.
+    The size is read from the header and checked against `max_pixels` and `min_size` before a single
+    pixel is decoded, so a decompression bomb costs a header parse. Raises ImageRejected with a
+    reason from REASONS; reading a path may also raise OSError.
     """
     if isinstance(data, (str, Path)):
         source = source or str(data)
         data = Path(data).read_bytes()
     if len(data) == 0:
         raise ImageRejected("zero_bytes", "the file is empty", source)
+    fmt = sniff_format(data[:16])
+    if fmt is None:
+        raise ImageRejected("not_an_image", "no known image format in the file's bytes", source)
+    _, module, opener = _FORMATS[fmt]
     try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageRejected("not_an_image", "no known image format in the file's bytes", source) from None
-    except Exception as exc:  # PIL raises many types on malformed headers
-        raise ImageRejected("corrupt", f"unreadable header ({exc})", source) from None
+        image = getattr(importlib.import_module(f"PIL.{module}"), opener)(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # GIF frames are checked by PIL itself while parsing
+        raise ImageRejected("decompression_bomb", str(exc), source) from None
+    except Exception as exc:  # plugins raise SyntaxError, ValueError, OSError, ... on bad headers
+        raise ImageRejected(_failure_reason(exc), f"{fmt} header unreadable ({_describe(exc)})", source) from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageRejected(
@@ -70,33 +115,51 @@ def open_image(
         raise ImageRejected("too_small", f"{width}x{height} is below the minimum side of {min_size} px", source)
     info = ImageInfo(format=str(image.format), mode=image.mode, width=width, height=height)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image.seek(0)  # animated formats: first frame
-            image.load()
-    except OSError as exc:
-        reason = "truncated" if "truncated" in str(exc).lower() or "end of file" in str(exc).lower() else "corrupt"
-        raise ImageRejected(reason, f"decoding failed ({exc})", source) from None
+        image.load()  # the first frame only: animated GIF/WebP/PNG and multi-page TIFF stop here
     except Exception as exc:
-        raise ImageRejected("corrupt", f"decoding failed ({exc})", source) from None
-    return _to_rgb(image), info
+        raise ImageRejected(_failure_reason(exc), f"decoding {fmt} failed ({_describe(exc)})", source) from None
+    try:
+        return to_rgb(image), info
+    except Exception as exc:
+        detail = f"cannot convert {fmt} mode {image.mode} to RGB ({_describe(exc)})"
+        raise ImageRejected("unreadable_mode", detail, source) from None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Normalise any mode (CMYK, 16-bit, palette, grey+alpha, ...) to RGB on black, orientation applied."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grey: scale to 8 bits instead of clipping
-        import numpy as np
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Normalise a decoded image to 8-bit RGB, the same way for every entry point.
 
-        arr = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        image = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype("uint8"), "L")
-    if image.mode == "P":
+    EXIF orientation is applied; 16/32-bit grey is scaled from 0..65535 (not clipped at 255);
+    transparency (RGBA, LA, PA, palette with a transparent index) is composited onto black.
+    """
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # unreadable EXIF: the pixels are still good, keep them as stored
+        pass
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257.0
+        image = Image.fromarray(np.round(grey).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size)
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """Sort a PIL exception into truncated / unreadable_mode / corrupt by its type and message."""
+    cause = exc.__cause__ or exc.__context__
+    text = f"{exc} {cause or ''}".lower()
+    if isinstance(exc, (EOFError, struct.error)) or isinstance(cause, (EOFError, struct.error)):
+        return "truncated"
+    if any(hint in text for hint in _TRUNCATION_HINTS):
+        return "truncated"
+    if any(hint in text for hint in _MODE_HINTS) or ("decoder" in text and "not available" in text):
+        return "unreadable_mode"
+    return "corrupt"
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

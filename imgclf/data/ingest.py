@@ -1,12 +1,13 @@
 """Reading a data source into a manifest: every file received becomes a row, readable or not.
 
 Ingest never decides what to keep (validation does); it records what arrived so that
-`kept + quarantined == received` can be checked later.
+`received == kept + quarantined + duplicates` can be checked later.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,25 @@ def resolve_inside(root: Path, relative: str) -> Path | None:
     return candidate
 
 
+def list_files(root: Path) -> list[str]:
+    """Every non-hidden file under `root` (POSIX paths relative to it, sorted); links are not followed."""
+    rel_paths: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_paths.extend(Path(dirpath, n).relative_to(root).as_posix() for n in sorted(filenames) if not n.startswith("."))
+    return rel_paths
+
+
+def describe_files(root: Path, rel_paths: list[str], workers: int = 4, chunk: int = 2048) -> list[dict]:
+    """Manifest rows for `rel_paths` (hash, size, header); at most `chunk` files in flight at once,
+    so memory stays flat however many files there are."""
+    rows: list[dict] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(rel_paths), chunk):
+            rows.extend(pool.map(lambda rel: _describe(root, rel), rel_paths[start : start + chunk]))
+    return rows
+
+
 def ingest_folder(source: str | Path, workers: int = 4) -> DatasetManifest:
     """A folder with one sub-folder per class (nested folders allowed; the class is the first level).
 
@@ -44,17 +64,11 @@ def ingest_folder(source: str | Path, workers: int = 4) -> DatasetManifest:
     if not root.exists():
         raise DataSourceError(f"data source {root} does not exist")
     if not root.is_dir():
-        raise DataSourceError(f"data source {root} is not a folder (expected one sub-folder per class)")
-    rel_paths: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                rel_paths.append(Path(dirpath, name).relative_to(root).as_posix())
+        raise DataSourceError(f"data source {root} is not a folder, a CSV/JSON manifest or an archive")
+    rel_paths = list_files(root)
     if not rel_paths:
         raise DataSourceError(f"data source {root} contains no files")
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = list(pool.map(lambda rel: _describe(root, rel), rel_paths))
+    rows = describe_files(root, rel_paths, workers)
     return DatasetManifest(root=str(root.resolve()), records=pd.DataFrame(rows, columns=MANIFEST_COLUMNS))
 
 
@@ -68,7 +82,7 @@ def _describe(root: Path, rel: str) -> dict:
     row["sha256"] = hashlib.sha256(data).hexdigest()
     row["bytes"] = len(data)
     try:
-        with Image.open(real) as im:  # header only, no pixel decode
+        with Image.open(io.BytesIO(data)) as im:  # header only, no pixel decode
             row.update(format=str(im.format), mode=im.mode, width=im.size[0], height=im.size[1])
     except Exception:
         pass  # unreadable: validation gives the reason

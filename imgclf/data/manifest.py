@@ -30,16 +30,34 @@ class DatasetManifest:
         return len(self.records)
 
     @property
+    def multi_label(self) -> bool:
+        """Multi-label rows hold their labels sorted and joined by '|' (e.g. "cat|outdoor")."""
+        return bool(self.records["label"].astype(str).str.contains("|", regex=False).any())
+
+    def label_sets(self) -> list[list[str]]:
+        return [[p for p in str(label).split("|") if p] for label in self.records["label"]]
+
+    @property
     def class_names(self) -> list[str]:
-        return sorted(self.records["label"].dropna().astype(str).unique().tolist())
+        return sorted({name for labels in self.label_sets() for name in labels})
 
     def subset(self, split: str) -> "DatasetManifest":
         return DatasetManifest(self.root, self.records[self.records["split"] == split])
 
     def label_indices(self, class_names: list[str]) -> np.ndarray:
-        """Integer targets for `class_names` (the model's class order)."""
+        """Integer targets for `class_names` (the model's class order); single-label data only."""
+        if self.multi_label:
+            raise ValueError("this data set is multi-label; use label_matrix() for its targets")
         index = {name: i for i, name in enumerate(class_names)}
         return self.records["label"].map(index).to_numpy(dtype=np.int64)
+
+    def label_matrix(self, class_names: list[str]) -> np.ndarray:
+        """Multi-hot targets (N, C) in `class_names` order; works for single-label data too."""
+        index = {name: i for i, name in enumerate(class_names)}
+        out = np.zeros((len(self.records), len(class_names)), dtype=np.float32)
+        for row, labels in enumerate(self.label_sets()):
+            out[row, [index[name] for name in labels]] = 1.0
+        return out
 
     def absolute_paths(self) -> list[Path]:
         root = Path(self.root)

@@ -1,0 +1,142 @@
+"""Safe extraction of .zip / .tar(.gz) data sets, and download of an http(s) archive.
+
+An archive is untrusted input: a member that would land outside the target (zip-slip, absolute
+path), any link or device, or an archive over the size or member-count cap refuses the whole
+archive, and the error names the member. Sizes are enforced while writing, not taken from headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+class ArchiveError(ValueError):
+    """The archive (or one named member of it) was refused."""
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    max_total_bytes: int = 20 * 1024**3
+    max_members: int = 1_000_000
+    max_download_bytes: int = 20 * 1024**3
+
+
+def is_archive(path: str | Path) -> bool:
+    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _checked_target(target: Path, name: str, archive: Path) -> Path:
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or (pure.parts and pure.parts[0].endswith(":")):
+        raise ArchiveError(f"{archive}: member {name!r} has an absolute path; refusing the archive")
+    if ".." in pure.parts:
+        raise ArchiveError(f"{archive}: member {name!r} escapes the extraction folder; refusing the archive")
+    dest = (target / pure).resolve()
+    if not dest.is_relative_to(target.resolve()):
+        raise ArchiveError(f"{archive}: member {name!r} escapes the extraction folder; refusing the archive")
+    return dest
+
+
+def _copy_capped(src, dest: Path, budget: list[int], name: str, archive: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as out:
+        while chunk := src.read(1 << 20):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise ArchiveError(f"{archive}: writing {name!r} exceeds the size cap; refusing the archive")
+            out.write(chunk)
+
+
+def extract(archive: str | Path, target: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> Path:
+    """Extract `archive` into `target` (created; must be empty). On refusal nothing is left behind."""
+    archive, target = Path(archive), Path(target)
+    if not archive.is_file():
+        raise ArchiveError(f"archive {archive} does not exist")
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent if target.parent.exists() else None))
+    try:
+        if archive.name.lower().endswith(".zip"):
+            _extract_zip(archive, staging, limits)
+        else:
+            _extract_tar(archive, staging, limits)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _extract_zip(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as exc:
+        raise ArchiveError(f"{archive} is not a readable zip file ({exc})") from None
+    with zf:
+        members = zf.infolist()
+        if len(members) > limits.max_members:
+            raise ArchiveError(f"{archive}: {len(members)} members exceed the cap of {limits.max_members}")
+        budget = [limits.max_total_bytes]
+        for info in members:
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise ArchiveError(f"{archive}: member {info.filename!r} is a symbolic link; refusing the archive")
+            dest = _checked_target(staging, info.filename, archive)
+            if info.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            with zf.open(info) as src:
+                _copy_capped(src, dest, budget, info.filename, archive)
+
+
+def _extract_tar(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
+    try:
+        tf = tarfile.open(archive, "r:*")
+    except tarfile.TarError as exc:
+        raise ArchiveError(f"{archive} is not a readable tar file ({exc})") from None
+    with tf:
+        budget, count = [limits.max_total_bytes], 0
+        for member in tf:  # streamed: never lists a huge archive in memory first
+            count += 1
+            if count > limits.max_members:
+                raise ArchiveError(f"{archive}: more than {limits.max_members} members; refusing the archive")
+            if member.issym() or member.islnk():
+                raise ArchiveError(f"{archive}: member {member.name!r} is a link; refusing the archive")
+            if not (member.isfile() or member.isdir()):
+                raise ArchiveError(f"{archive}: member {member.name!r} is a device or special file; refusing the archive")
+            dest = _checked_target(staging, member.name, archive)
+            if member.isdir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            src = tf.extractfile(member)
+            if src is not None:
+                with src:
+                    _copy_capped(src, dest, budget, member.name, archive)
+
+
+def download(url: str, target_dir: str | Path, limits: ArchiveLimits = ArchiveLimits(), timeout_s: float = 60) -> Path:
+    """Download an http(s) archive into `target_dir` (content-addressed by URL); capped in size."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise ArchiveError(f"only http(s) URLs are downloaded, got {url!r}")
+    name = PurePosixPath(url.split("?", 1)[0]).name or "archive"
+    if not is_archive(name):
+        raise ArchiveError(f"{url} does not name a .zip / .tar / .tar.gz / .tgz archive")
+    dest = Path(target_dir) / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(dest.suffix + ".part")
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        _copy_capped(response, partial, [limits.max_download_bytes], url, Path(name))
+    os.replace(partial, dest)
+    return dest
