@@ -41,7 +41,7 @@ class TrainedModel:
         """A torch module in eval mode with these weights (no pretrained lookup: the weights are here)."""
         from imgclf.models import create
 
-        model, _, _ = create(self.arch, len(self.class_names), pretrained=False)
+        model, _, _ = create(self.arch, len(self.class_names), pretrained=False, image_size=self.preprocess.image_size)
         model.load_state_dict(self.state_dict)
         return model.eval()
 

@@ -1,12 +1,16 @@
-"""Model factory: one door to every architecture, and one function that finds pretrained weights.
+"""Model factory: one door to every architecture, one function that finds pretrained weights, and the
+head/backbone split that transfer learning needs.
 
-Weight sources, in order: a local file given by the user, an offline weights package installed with
-the project, the timm hub (online only). The weights' own normalisation travels with them, because a
-model fine-tuned from ImageNet weights must be fed pixels normalised the way those weights expect.
+Architectures are timm names (`resnet18`, `vit_tiny_patch16_224`, ...) or `torchvision/<name>`
+(`torchvision/shufflenet_v2_x1_0`: timm has no ShuffleNet). Weight sources, in order: a local file
+given by the user, an offline weights package installed with the project, the timm or torchvision hub
+(online only). The weights' own normalisation travels with them, because a model fine-tuned from
+ImageNet weights must be fed pixels normalised the way those weights expect.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,10 +20,11 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION_PREFIX = "torchvision/"
 
 
 class WeightsNotFound(RuntimeError):
-    """No source could provide pretrained weights; the message lists what was tried."""
+    """No source could provide usable pretrained weights; the message lists what was tried."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,79 @@ def _efficientnet_lite0_package() -> tuple[dict[str, torch.Tensor], tuple, tuple
     return torch.load(path, map_location="cpu", weights_only=True), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), path
 
 
-# timm architecture name -> loader of an offline package that ships its ImageNet weights
+# architecture name -> loader of an offline package that ships its ImageNet weights
 OFFLINE_PACKAGES: dict[str, Callable[[], tuple[dict[str, torch.Tensor], tuple, tuple, str]]] = {
     "tf_efficientnet_lite0": _efficientnet_lite0_package,
 }
+
+
+def _torchvision_name(arch: str) -> str | None:
+    """`resnet18` for `torchvision/resnet18`; None for a timm name."""
+    return arch[len(TORCHVISION_PREFIX):] if arch.startswith(TORCHVISION_PREFIX) else None
+
+
+def _check_known(arch: str) -> None:
+    tv = _torchvision_name(arch)
+    if tv is not None:
+        import torchvision
+
+        known = torchvision.models.list_models(module=torchvision.models)  # classification models only
+        if tv not in known:
+            raise ValueError(f"unknown architecture {arch!r}: not a torchvision classification model (known: {', '.join(known)})")
+        return
+    import timm
+
+    if not timm.is_model(arch):
+        raise ValueError(f"unknown architecture {arch!r}: not a timm model, and not torchvision/<name>")
+
+
+def _normalisation(arch: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """The mean/std the architecture's default pretrained weights expect (read from metadata, no download)."""
+    tv = _torchvision_name(arch)
+    if tv is not None:
+        from torchvision.models import get_model_weights
+
+        transforms = get_model_weights(tv).DEFAULT.transforms()
+        return tuple(transforms.mean), tuple(transforms.std)
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _input_size_kwargs(arch: str, image_size: int | None) -> dict[str, int]:
+    """`img_size` for timm models whose input size is baked into their weights (ViT/DeiT position
+    embeddings); other architectures take any size and get nothing."""
+    if image_size is None or _torchvision_name(arch) is not None:
+        return {}
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    return {"img_size": image_size} if cfg is not None and cfg.fixed_input_size else {}
+
+
+def _build(arch: str, drop_rate: float = 0.0, **input_size: int) -> nn.Module:
+    """The architecture with its original 1000-class head and random weights (pretrained weights fit it)."""
+    _check_known(arch)
+    tv = _torchvision_name(arch)
+    if tv is not None:
+        import torchvision
+
+        return torchvision.models.get_model(tv)  # head dropout is set when the head is replaced
+    import timm
+
+    return timm.create_model(arch, pretrained=False, drop_rate=drop_rate, **input_size)
+
+
+def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsNotFound(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
 
 
 def _align_in_order(source: dict[str, torch.Tensor], target: nn.Module, origin: str) -> dict[str, torch.Tensor]:
@@ -56,47 +130,87 @@ def _align_in_order(source: dict[str, torch.Tensor], target: nn.Module, origin: 
     return aligned
 
 
-def resolve_pretrained(arch: str, weights_file: str | Path | None = None, allow_hub: bool = True) -> PretrainedWeights:
-    """Find ImageNet weights for a timm architecture (full 1000-class model), or explain what was tried."""
+def _from_hub(arch: str) -> tuple[dict[str, torch.Tensor], str]:
+    """Download (or read from the local hub cache) the default ImageNet weights of `arch`."""
+    tv = _torchvision_name(arch)
+    if tv is not None:
+        from torchvision.models import get_model_weights
+
+        weights = get_model_weights(tv).DEFAULT
+        return weights.get_state_dict(progress=False), f"torchvision hub ({weights.url})"
     import timm
 
-    tried: list[str] = []
+    model = timm.create_model(arch, pretrained=True)
+    cfg = model.pretrained_cfg
+    return model.state_dict(), f"timm hub ({cfg.get('hf_hub_id') or cfg.get('url')})"
+
+
+def resolve_pretrained(arch: str, weights_file: str | Path | None = None, allow_hub: bool = True) -> PretrainedWeights:
+    """Find ImageNet weights for `arch` (the full 1000-class model at its native input size), or explain
+    every source that was tried."""
+    _check_known(arch)
+    mean, std = _normalisation(arch)
     if weights_file:
         path = Path(weights_file)
-        if not path.is_file():
-            raise WeightsNotFound(f"weights file {path} does not exist")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-            sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-        cfg = timm.create_model(arch, pretrained=False).pretrained_cfg
-        return PretrainedWeights(sd, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)), str(path))
-    tried.append("a local file (none given: set train.weights_file)")
+        return PretrainedWeights(_read_weights_file(path), mean, std, str(path))
+    tried = ["a local file (none given: set train.weights_file)"]
     if arch in OFFLINE_PACKAGES:
         try:
             sd, mean, std, origin = OFFLINE_PACKAGES[arch]()
-            model = timm.create_model(arch, pretrained=False)
-            return PretrainedWeights(_align_in_order(sd, model, origin), mean, std, f"offline package ({origin})")
         except ImportError:
             tried.append(f"the offline package for {arch} (not installed)")
+        else:
+            return PretrainedWeights(_align_in_order(sd, _build(arch), origin), mean, std, f"offline package ({origin})")
     else:
         tried.append(f"an offline weights package (none known for {arch}; known: {sorted(OFFLINE_PACKAGES)})")
+    hub = "torchvision hub" if _torchvision_name(arch) is not None else "timm hub"
     if allow_hub:
         try:
-            model = timm.create_model(arch, pretrained=True)
-            cfg = model.pretrained_cfg
-            return PretrainedWeights(model.state_dict(), tuple(cfg["mean"]), tuple(cfg["std"]), f"timm hub ({cfg.get('hf_hub_id') or cfg.get('url')})")
+            sd, origin = _from_hub(arch)
+            return PretrainedWeights(sd, mean, std, origin)
         except Exception as exc:  # offline, unknown tag, ...
-            tried.append(f"the timm hub ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+            tried.append(f"the {hub} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]})")
     else:
-        tried.append("the timm hub (disabled)")
+        tried.append(f"the {hub} (disabled)")
     raise WeightsNotFound(
         f"no pretrained weights for {arch}. Tried: " + "; ".join(tried)
         + ". Provide a .safetensors or state-dict file via weights_file, or set pretrained: false."
     )
+
+
+def _fit_to_input_size(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Adapt native-size weights to a timm model built at another `img_size` (ViT position embeddings
+    resampled to the new patch grid), with the checkpoint filter timm's own hub loading uses; timm
+    keeps each family's filter beside its model class under this name."""
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    return filter_fn(state_dict, model) if filter_fn is not None else state_dict
+
+
+def _replace_torchvision_head(model: nn.Module, num_classes: int, drop_rate: float) -> None:
+    """Swap the last nn.Linear (the classifier in every torchvision classification model but SqueezeNet)
+    for a `num_classes` one with dropout `drop_rate` before it. A Dropout registered just before the
+    classifier (MobileNet, EfficientNet, VGG, ...) gets `drop_rate`; otherwise the head becomes
+    Sequential(Dropout, Linear) even at drop_rate 0, so state-dict keys do not depend on drop_rate and a
+    bundle rebuilt without it still loads."""
+    name, old = _last_linear(model)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    siblings = list(parent.named_children())
+    index = [n for n, _ in siblings].index(attr)
+    previous = siblings[index - 1][1] if index else None
+    head = nn.Linear(old.in_features, num_classes)
+    if isinstance(previous, nn.Dropout):
+        previous.p = drop_rate
+        setattr(parent, attr, head)
+    else:
+        setattr(parent, attr, nn.Sequential(nn.Dropout(drop_rate), head))
+
+
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to replace")
+    return linears[-1]
 
 
 def create(
@@ -105,18 +219,77 @@ def create(
     pretrained: bool = False,
     weights_file: str | Path | None = None,
     drop_rate: float = 0.0,
+    image_size: int | None = None,
 ) -> tuple[nn.Module, tuple[float, float, float], tuple[float, float, float]]:
-    """Build `arch` with a fresh `num_classes` head. Returns (model, mean, std) for the PreprocessSpec."""
-    import timm
-
-    try:
-        model = timm.create_model(arch, pretrained=False, drop_rate=drop_rate)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown architecture {arch!r}: {exc}") from None
-    mean, std = tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN)), tuple(model.pretrained_cfg.get("std", IMAGENET_STD))
+    """Build `arch` (timm name or `torchvision/<name>`) with a fresh `num_classes` head and dropout
+    `drop_rate` before it. `image_size` is the data set's image size, used only by architectures whose
+    input size is fixed (timm ViT/DeiT); pretrained position embeddings are resampled to it.
+    Returns (model, mean, std): the normalisation the weights expect, for the PreprocessSpec."""
+    input_size = _input_size_kwargs(arch, image_size)
+    model = _build(arch, drop_rate, **input_size)
+    mean, std = _normalisation(arch)
     if pretrained or weights_file:
         weights = resolve_pretrained(arch, weights_file)
-        model.load_state_dict(weights.state_dict)
+        state_dict = _fit_to_input_size(weights.state_dict, model) if input_size else weights.state_dict
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise WeightsNotFound(f"weights from {weights.origin} do not fit {arch}: {exc}") from None
         mean, std = weights.mean, weights.std
-    model.reset_classifier(num_classes)
+    if _torchvision_name(arch) is not None:
+        _replace_torchvision_head(model, num_classes, drop_rate)
+    else:
+        model.reset_classifier(num_classes)
     return model, mean, std
+
+
+# --- transfer learning: head / backbone split -------------------------------------------------------
+
+
+def _head_modules(model: nn.Module) -> list[nn.Module]:
+    """timm: `get_classifier()` (a tuple for distilled models); torchvision: the last nn.Linear."""
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        return list(head) if isinstance(head, tuple) else [head]
+    return [_last_linear(model)[1]]
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The classifier's parameters: what a linear probe trains."""
+    return [p for head in _head_modules(model) for p in head.parameters()]
+
+
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter not in the head (the two lists are disjoint and together cover the model)."""
+    head = {id(p) for p in head_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in head]
+
+
+def _hold_in_eval(module: nn.Module, args: tuple) -> None:
+    module.eval()
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze (linear probe, first epochs) or unfreeze the backbone; the head always stays trainable.
+
+    Frozen means no gradients and no BatchNorm statistics updates: backbone norm layers with running
+    stats are held in eval mode by a forward pre-hook, so the freeze survives the loop's `model.train()`.
+    Unfreezing removes the hooks and puts those layers back in the model's mode.
+    """
+    for p in head_parameters(model):
+        p.requires_grad_(True)
+    for p in backbone_parameters(model):
+        p.requires_grad_(trainable)
+    in_head = {id(m) for head in _head_modules(model) for m in head.modules()}
+    for module in model.modules():
+        # _NormBase: BatchNorm (incl. timm's BatchNormAct) and InstanceNorm, the layers with running stats
+        if id(module) in in_head or not (isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats):
+            continue
+        hook = module.__dict__.pop("_imgclf_hold_eval", None)
+        if hook is not None:
+            hook.remove()
+        if trainable:
+            module.train(model.training)
+        else:
+            module.eval()
+            module._imgclf_hold_eval = module.register_forward_pre_hook(_hold_in_eval)

@@ -46,7 +46,7 @@ class TrainedModelMaterializer(BaseMaterializer):
 
     def extract_metadata(self, data: TrainedModel) -> Dict[str, Any]:
         return {"arch": data.arch, "classes": len(data.class_names), "image_size": data.preprocess.image_size,
-                "best_val_accuracy": float(data.info.get("best_val_accuracy", float("nan")))}
+                "best_val_score": float(data.info.get("best_val_score", float("nan")))}
 
 
 class ExportedModelMaterializer(BaseMaterializer):

@@ -83,7 +83,8 @@ def small_model(full_digits_dir):
     from imgclf.data.ingest import ingest_folder
     from imgclf.data.split import SplitConfig, stratified_split
     from imgclf.preprocess import PreprocessSpec
-    from imgclf.train.loop import TrainConfig, fit
+    from imgclf.train.config import TrainConfig
+    from imgclf.train.loop import fit
 
     manifest = stratified_split(ingest_folder(full_digits_dir), SplitConfig())
     spec = PreprocessSpec(image_size=32)

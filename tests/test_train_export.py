@@ -25,7 +25,7 @@ def test_training_learns_and_keeps_best_epoch(small_model, test_split):
     trained, _ = small_model
     history = trained.history
     assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
-    assert trained.info["best_val_accuracy"] == max(h["val_accuracy"] for h in history)
+    assert trained.info["best_val_score"] == max(h["val_accuracy"] for h in history)
     images, labels = test_split
     accuracy = (predict_logits(trained.build(), images, trained.preprocess).argmax(1) == labels).mean()
     assert accuracy > 0.9

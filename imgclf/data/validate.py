@@ -226,17 +226,20 @@ def _check_files(
     records (path, reason, detail) with the manifest's index, so the caller can keep file order.
     """
     root = Path(manifest.root)
-    rows = manifest.records.to_dict("records")
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
+    chunk = 2048  # rows in flight at once: memory stays flat however many files there are
+    results: list[tuple[str | None, str, str]] = []
     with warnings.catch_warnings():  # PIL warns about odd EXIF/TIFF tags; the verdict is what counts
         warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda row: _check_file(root, row, config), rows))
+            for start in range(0, len(manifest.records), chunk):
+                rows = manifest.records.iloc[start : start + chunk].to_dict("records")
+                results.extend(pool.map(lambda row: _check_file(root, row, config), rows))
     records = manifest.records.copy()
     records["sha256"] = [sha for _, _, sha in results]
     rejected_mask = [reason is not None for reason, _, _ in results]
     rejected = pd.DataFrame(
-        [(row["path"], reason, detail) for row, (reason, detail, _) in zip(rows, results) if reason is not None],
+        [(path, reason, detail) for path, (reason, detail, _) in zip(records["path"], results) if reason is not None],
         columns=QUARANTINE_COLUMNS,
         index=records.index[rejected_mask],
     )

@@ -1,0 +1,150 @@
+"""The training loop: transfer modes, multi-label, optimisers, EMA, determinism, resume after SIGKILL,
+and data-parallel training with torchrun (2 processes, gloo on CPU)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from imgclf.augment import AugmentPolicy
+from imgclf.bundle import TrainedModel
+from imgclf.data.ingest import ingest_folder
+from imgclf.data.split import SplitConfig, stratified_split
+from imgclf.models import create, head_parameters
+from imgclf.train.config import TrainConfig
+from imgclf.train.loop import fit_manifest
+
+TINY = dict(arch="resnet10t", pretrained=False, image_size=16, batch_size=32, lr=3e-3, num_workers=0, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def split_digits(digits_dir):
+    return stratified_split(ingest_folder(digits_dir), SplitConfig(seed=1))
+
+
+def _backbone(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    head = {id(p) for p in head_parameters(model)}
+    return {name: p.detach().clone() for name, p in model.named_parameters() if id(p) not in head}
+
+
+def _initial_backbone(config: TrainConfig, num_classes: int) -> dict[str, torch.Tensor]:
+    """The weights fit() starts from: it seeds, then builds the model first."""
+    torch.manual_seed(config.seed)
+    model, _, _ = create(config.arch, num_classes, pretrained=False, drop_rate=config.drop_rate, image_size=config.image_size)
+    return _backbone(model)
+
+
+def test_same_seed_same_metrics(split_digits):
+    a = fit_manifest(split_digits, TrainConfig(**TINY))
+    b = fit_manifest(split_digits, TrainConfig(**TINY))
+    strip = lambda h: [{k: v for k, v in e.items() if k != "train_images_per_s"} for e in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+def test_linear_probe_trains_only_the_head(split_digits):
+    config = TrainConfig(**{**TINY, "transfer": "linear_probe"})
+    probe = fit_manifest(split_digits, config)
+    before, after = _initial_backbone(config, 10), _backbone(probe.build())
+    assert all(torch.equal(before[k], after[k]) for k in before), "the frozen backbone changed"
+    bn = [k for k in probe.state_dict if k.endswith("running_mean") and not k.startswith("fc")]
+    torch.manual_seed(config.seed)
+    fresh, _, _ = create(config.arch, 10, pretrained=False, drop_rate=config.drop_rate, image_size=16)
+    assert all(torch.equal(probe.state_dict[k], fresh.state_dict()[k]) for k in bn), "frozen BatchNorm statistics moved"
+    assert probe.history[-1]["train_loss"] < probe.history[0]["train_loss"]
+
+
+def test_freeze_then_unfreeze_trains_the_backbone_later(split_digits):
+    config = TrainConfig(**{**TINY, "epochs": 2, "transfer": "freeze_then_unfreeze", "freeze_epochs": 1, "backbone_lr_scale": 0.1})
+    trained = fit_manifest(split_digits, config)
+    before, after = _initial_backbone(config, 10), _backbone(trained.build())
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the backbone never unfroze"
+    with pytest.raises(ValueError, match="freeze_epochs"):
+        TrainConfig(**{**TINY, "transfer": "freeze_then_unfreeze", "freeze_epochs": 2})
+
+
+def test_multi_label_uses_bce_and_map(split_digits):
+    records = split_digits.records.copy()
+    records["label"] = records["label"].map(lambda d: f"{d}|{'odd' if int(d) % 2 else 'even'}")
+    manifest = type(split_digits)(split_digits.root, records)
+    trained = fit_manifest(manifest, TrainConfig(**{**TINY, "epochs": 3}))
+    assert trained.info["multi_label"] and "val_map" in trained.history[-1]
+    assert trained.history[-1]["train_loss"] < trained.history[0]["train_loss"]
+    assert trained.class_names[-2:] == ["even", "odd"]
+
+
+def test_sgd_step_schedule_clipping_accumulation_and_mixup(split_digits):
+    config = TrainConfig(**{**TINY, "epochs": 3, "optimizer": "sgd", "lr": 0.05, "schedule": "step", "step_epochs": 2,
+                            "grad_clip_norm": 1.0, "accumulate_steps": 2})
+    trained = fit_manifest(split_digits, config, AugmentPolicy(mixup_alpha=0.2, cutmix_alpha=1.0, rotation_degrees=5))
+    lrs = [h["lr"] for h in trained.history]
+    assert lrs == pytest.approx([0.05, 0.005, 0.005])  # lr after each epoch: decayed once 2 epochs are done
+    assert trained.history[-1]["train_loss"] < trained.history[0]["train_loss"]
+
+
+def test_ema_weights_are_the_ones_shipped(split_digits):
+    plain = fit_manifest(split_digits, TrainConfig(**TINY))
+    ema = fit_manifest(split_digits, TrainConfig(**{**TINY, "ema_decay": 0.5}))
+    assert plain.history[0]["train_loss"] == ema.history[0]["train_loss"]  # same training trajectory
+    differs = [k for k in plain.state_dict if not torch.equal(plain.state_dict[k], ema.state_dict[k])]
+    assert any(k.startswith("fc.") for k in differs), "EMA weights were not the ones returned"
+
+
+def test_early_stopping(split_digits):
+    config = TrainConfig(**{**TINY, "epochs": 6, "lr": 1e-9, "warmup_epochs": 0, "early_stopping_patience": 1})
+    trained = fit_manifest(split_digits, config)
+    assert trained.info["stopped_early"] and len(trained.history) < 6
+
+
+def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "imgclf.cli", "train", str(data), "--out", str(out), "--arch", "resnet10t",
+            "--no-pretrained", "--image-size", "16", "--batch-size", "16", "--workers", "0", *extra]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(digits_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    reference = subprocess.run(_train_cmd(digits_dir, tmp_path / "ref", "--epochs", "4"), env=env, capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    assert re.search(r"\d+(\.\d+)? images/s", reference.stdout)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(digits_dir, out, "--epochs", "4"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"  # killed early in epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.json").exists()
+
+    resumed = subprocess.run(_train_cmd(digits_dir, out, "--epochs", "4"), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr + resumed.stdout
+    a, b = TrainedModel.load(tmp_path / "ref"), TrainedModel.load(out)
+    assert b.info["resumed_after_epoch"] >= 1 and len(b.history) == 4
+    assert b.history[-1]["val_accuracy"] == pytest.approx(a.history[-1]["val_accuracy"], abs=0.02)
+    assert b.info["best_val_score"] == pytest.approx(a.info["best_val_score"], abs=0.02)
+
+
+def test_ddp_two_processes_hold_identical_weights(digits_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "imgclf.cli", "train", *_train_cmd(digits_dir, tmp_path / "ddp", "--epochs", "3")[4:]]
+    ddp = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run(_train_cmd(digits_dir, tmp_path / "single", "--epochs", "3"), env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    a, b = TrainedModel.load(tmp_path / "ddp"), TrainedModel.load(tmp_path / "single")
+    assert a.info["world_size"] == 2 and a.info["rank_weights_max_abs_diff"] == 0.0
+    assert a.info["best_val_score"] == pytest.approx(b.info["best_val_score"], abs=0.15)
+    assert a.info["best_val_score"] > 0.3
