@@ -63,6 +63,9 @@ def test_validate_accounts_for_every_file(pipeline_run):
 def test_evaluation_metadata_and_mlflow_registration(pipeline_run):
     meta = pipeline_run.steps["evaluate"].run_metadata
     assert 0 <= meta["test_accuracy"] <= 1 and 0 <= meta["test_macro_f1"] <= 1
+    assert meta["test_accuracy_ci_low"] <= meta["test_accuracy"] <= meta["test_accuracy_ci_high"]
+    assert meta["test_macro_f1_ci_low"] <= meta["test_macro_f1_ci_high"]
+    assert 0 <= meta["test_ece"] <= 1 and meta["latency_p50_ms"] > 0
     registered = pipeline_run.steps["register"].outputs["registered_model"][0].load()
     version = mlflow.MlflowClient(tracking_uri=SESSION_MLFLOW_URI).get_model_version("image-classifier", registered.version)
     assert version.tags["zenml_model_version"] == str(pipeline_run.model_version.number)
