@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 MODEL ?= models:/image-classifier/latest
 PORT ?= 3000
+# pip on this machine warns once per package about missing local index folders; keep the real errors
+PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: setup run test serve data clean-state
 .DEFAULT_GOAL := run
@@ -15,9 +18,9 @@ setup: $(VENV)/.installed .zen .state/.stack-ready
 
 $(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/pip install -q -r requirements.txt -c requirements.lock
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --upgrade "pip>=24" 2>&1 | $(PIP_QUIET)
+	$(BIN)/pip install -q -r requirements.txt -c requirements.lock 2>&1 | $(PIP_QUIET)
+	$(BIN)/pip install -q --no-deps -e . 2>&1 | $(PIP_QUIET)
 	grep -q "infra/env.sh" $(VENV)/bin/activate || echo 'source "$(CURDIR)/infra/env.sh"' >> $(VENV)/bin/activate
 	touch $@
 

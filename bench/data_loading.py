@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from common import image_folder, scratch_dir
 from imgclf.augment import AugmentPolicy
 from imgclf.data.cache import decoded_cache_path
 from imgclf.data.ingest import ingest_folder
@@ -43,22 +41,6 @@ from imgclf.models import create
 from imgclf.preprocess import PreprocessSpec
 
 POLICY = AugmentPolicy(scale_min=0.6, hflip=0.5, rotation_degrees=15, brightness=0.2, contrast=0.2)
-
-
-def write_images(root: Path, count: int, side: int = 96) -> None:
-    """`count` real-ish RGB images: scikit-learn's digits, upscaled, tinted, shifted; PNG and JPEG."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        k = i % len(digits.images)
-        grey = Image.fromarray((digits.images[k] * (255 / 16)).astype(np.uint8)).resize((side, side), Image.BILINEAR)
-        shifted = np.roll(np.asarray(grey), rng.integers(-4, 5, size=2), axis=(0, 1))
-        rgb = (shifted[..., None] * rng.uniform(0.5, 1.0, 3)).astype(np.uint8)
-        path = root / str(digits.target[k]) / f"{i:05d}.{'png' if i % 2 else 'jpg'}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rgb).save(path)
 
 
 def baseline_loader(root: Path, size: int, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
@@ -170,17 +152,12 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=640, help="images per training epoch with --train")
     args = parser.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="imgclf-bench-"))
-    try:
+    with scratch_dir("imgclf-bench-") as scratch:
         run(args, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run(args, scratch: Path) -> None:
-    root = args.data or scratch / "images"
-    if not root.exists() or not any(root.iterdir()):
-        write_images(root, args.images)
+    root = image_folder(args.data, scratch, args.images)
     manifest = ingest_folder(root)
     labels = manifest.label_indices(manifest.class_names)
     spec = PreprocessSpec(image_size=args.size)

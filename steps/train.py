@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -19,19 +20,22 @@ def train(
     """Fine-tune `config.arch` on the train split; keep the weights that score best on val.
 
     Checkpoints live under .state/checkpoints/<data>-<config>: a crashed or killed run started again
-    with the same data and config continues from its last complete epoch."""
+    with the same data and config continues from its last complete epoch. They are removed once the
+    step succeeds, so a later run trains afresh."""
     state = Path(os.environ.get("IMGCLF_STATE", ".state"))
     run_key = f"{manifest.content_hash()[:12]}-{config.resume_key()}"
     mlflow.log_params({f"train.{k}": v for k, v in config.model_dump().items()})
     mlflow.log_params({f"augment.{k}": v for k, v in policy.model_dump().items()})
+    checkpoints = state / "checkpoints" / run_key
     trained = fit_manifest(
         manifest,
         config,
         policy,
         on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
-        checkpoint_dir=state / "checkpoints" / run_key,
+        checkpoint_dir=checkpoints,
         tensorboard_dir=state / "tensorboard" / run_key,
     )
+    shutil.rmtree(checkpoints, ignore_errors=True)
     info = trained.info
     log_metadata(
         metadata={
