@@ -93,3 +93,14 @@ def test_service_health_and_stop(bundle_dir):
     assert deployment.stop_recorded(port)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{running.url}/healthz", timeout=5)
+
+
+def test_deploy_refuses_a_port_in_use(bundle_dir):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"port {port} .* already in use"):
+            deployment.start(bundle_dir, "local-test", "1", deployment.DeployConfig(port=port))

@@ -76,6 +76,7 @@ def start(model_dir: str | Path, model_uri: str, version: str, config: DeployCon
     """Start the service in its own session (it outlives the caller), replacing one on the same port."""
     record_path = deployments_dir() / f"{config.port}.json"
     stop_recorded(config.port)
+    _ensure_port_free(config.host, config.port)
     log_file = deployments_dir() / f"{config.port}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     cmd, env = serve_command(model_dir, version, config.host, config.port)
@@ -91,6 +92,19 @@ def start(model_dir: str | Path, model_uri: str, version: str, config: DeployCon
     deployment = Deployment("running", "quality gate passed", url, process.pid, model_uri, version, str(log_file))
     record_path.write_text(json.dumps(asdict(deployment), indent=2))
     return deployment
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    """BentoML binds with SO_REUSEPORT, so a second server on a busy port would silently share it."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        if probe.connect_ex((host, port)) == 0:
+            raise RuntimeError(
+                f"port {port} on {host} is already in use by a process this project did not start; "
+                "stop it or set deploy.config.port to another port"
+            )
 
 
 def stop(pid: int, timeout_s: float = 20) -> None:
