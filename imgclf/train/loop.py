@@ -300,6 +300,16 @@ def _train_one_epoch(
 
         progress = tqdm(batches, total=loader.batches_per_epoch(epoch), desc=f"epoch {epoch}", unit="batch", leave=False)
         batches = progress
+    def apply_update() -> None:
+        """One optimiser step from the accumulated gradients (clipped), then schedule and EMA."""
+        if config.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+
     optimizer.zero_grad(set_to_none=True)
     for number, (images, rows) in enumerate(batches, start=1):
         x = spec.normalize(images.to(device, non_blocking=True))
@@ -314,13 +324,7 @@ def _train_one_epoch(
             loss = criterion(logits.float(), target)
         (loss / config.accumulate_steps).backward()
         if number % config.accumulate_steps == 0:
-            if config.grad_clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
+            apply_update()
         seen += len(rows)
         loss_sum += float(loss.detach()) * len(rows)
         if not multi_label:
@@ -328,11 +332,7 @@ def _train_one_epoch(
         if progress is not None:
             progress.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
     if seen and number % config.accumulate_steps:  # a partial accumulation at the end of the epoch
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
+        apply_update()
     elapsed = time.perf_counter() - started
     metrics = {
         "train_loss": distributed.all_ranks_mean(loss_sum / max(seen, 1), dist_info),
