@@ -40,8 +40,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from imgclf.augment import AugmentPolicy
     from imgclf.data.sources import load_source
-    from imgclf.data.split import SplitConfig, stratified_split
-    from imgclf.data.validate import ValidationConfig, check_images
+    from imgclf.data.split import SplitConfig, split_usable
     from imgclf.train.config import TrainConfig
     from imgclf.train.loop import fit_manifest
 
@@ -59,10 +58,9 @@ def _train(args: argparse.Namespace) -> int:
     main_rank = os.environ.get("RANK", "0") == "0"
 
     manifest = load_source(args.data)
-    kept, quarantine = check_images(manifest, ValidationConfig())
-    if main_rank and len(quarantine):
-        print(f"quarantined {len(quarantine)} of {len(manifest)} files: {quarantine.reasons()}")
-    split = stratified_split(kept, SplitConfig(seed=config.seed))
+    split, skipped = split_usable(manifest, SplitConfig(seed=config.seed))
+    if main_rank and skipped:
+        print(f"skipped {sum(skipped.values())} of {len(manifest)} files: {skipped}")
     trained = fit_manifest(split, config, policy, checkpoint_dir=out / "checkpoints", tensorboard_dir=out / "tensorboard")
     if main_rank:
         trained.save(out)

@@ -279,22 +279,16 @@ def run_lr_find(
     split) are swept: the LR is a training choice, and val/test images stay unseen.
     """
     from imgclf.data.cache import decoded_images
-    from imgclf.data.manifest import DatasetManifest
     from imgclf.data.sources import load_source
-    from imgclf.data.split import SplitConfig, stratified_split
-    from imgclf.data.validate import ValidationConfig, check_images
+    from imgclf.data.split import SplitConfig, split_usable
     from imgclf.models import create
 
     received = load_source(data_dir)
-    readable, quarantine = check_images(received, ValidationConfig())
-    records = readable.records
-    unlabelled = records["label"].isna() | (records["label"].astype(str).str.strip("|") == "")
-    if len(quarantine) or unlabelled.any():
-        reasons = {**quarantine.reasons(), **({"no_label": int(unlabelled.sum())} if unlabelled.any() else {})}
-        log.warning("lr-find: skipped %d of %d files: %s", len(quarantine) + int(unlabelled.sum()), len(received), reasons)
-    labelled = DatasetManifest(received.root, records[~unlabelled])
-    manifest = stratified_split(labelled, SplitConfig()).subset("train")
-    log.info("lr-find: sweeping the %d train images of %d labelled ones", len(manifest), len(labelled))
+    split, skipped = split_usable(received, SplitConfig())
+    if skipped:
+        log.warning("lr-find: skipped %d of %d files: %s", sum(skipped.values()), len(received), skipped)
+    manifest = split.subset("train")
+    log.info("lr-find: sweeping the %d train images of %d labelled ones", len(manifest), len(split))
     if len(manifest) < 2:
         raise ValueError(f"lr-find needs at least 2 usable labelled training images in {data_dir}, found {len(manifest)}")
 
