@@ -72,6 +72,26 @@ def latest_version(name: str, tracking_uri: str | None = None) -> str:
     return str(versions[0].version)
 
 
+def alias_version(name: str, alias: str, tracking_uri: str | None = None) -> str | None:
+    """The version that `alias` (e.g. "production") points at, or None when the model or alias does not exist."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow.MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def describe_version(name: str, version: str, description: str, tracking_uri: str | None = None) -> None:
+    """Set a registered version's description (shown on its page in the MLflow UI), e.g. its model card."""
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=tracking_uri).update_model_version(name, version, description=description)
+
+
 def resolve_version(model_uri: str, tracking_uri: str | None = None) -> tuple[str, str]:
     """models:/NAME/VERSION | models:/NAME/latest | models:/NAME@ALIAS -> (name, concrete version)."""
     import mlflow

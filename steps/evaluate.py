@@ -1,40 +1,79 @@
+import tempfile
+from pathlib import Path
 from typing import Annotated, Tuple
 
 import mlflow
-from zenml import log_metadata, step
+from zenml import get_step_context, log_metadata, step
+from zenml.client import Client
 from zenml.logger import get_logger
+from zenml.types import HTMLString, MarkdownString
 
 from imgclf.bundle import TrainedModel
-from imgclf.data.cache import decoded_images
 from imgclf.data.manifest import DatasetManifest
-from imgclf.evaluate.latency import measure_model_latency
-from imgclf.evaluate.metrics import EvaluationReport, GateConfig, GateResult, evaluate_probabilities, quality_gate, softmax
-from imgclf.train.loop import predict_logits
+from imgclf.evaluate.evaluation import Champion, EvaluationConfig, evaluate_model
+from imgclf.evaluate.metrics import EvaluationReport, GateConfig, GateResult
+from imgclf.evaluate.model_card import ModelCardConfig, model_card
+from imgclf.evaluate.report import render_html
+from imgclf.registry import alias_version, fetch_bundle
 
 logger = get_logger(__name__)
 
 
 @step(experiment_tracker=True)
 def evaluate(
-    model: TrainedModel, manifest: DatasetManifest, gate: GateConfig = GateConfig()
-) -> Tuple[Annotated[EvaluationReport, "evaluation"], Annotated[GateResult, "quality_gate"]]:
-    """Metrics with bootstrap CIs, calibration and latency on the held-out test split, and the
-    quality-gate verdict that deploy obeys."""
-    if manifest.multi_label:
-        raise NotImplementedError("the evaluate step scores single-label data sets; multi-label evaluation is not wired in yet")
-    test = manifest.subset("test")
-    network = model.build()
-    logits = predict_logits(network, decoded_images(test, model.preprocess), model.preprocess)
-    report = evaluate_probabilities(test.label_indices(model.class_names), softmax(logits), model.class_names)
-    report = report.with_latency(measure_model_latency(network, model.preprocess))
-    verdict = quality_gate(report, gate)
+    model: TrainedModel,
+    manifest: DatasetManifest,
+    gate: GateConfig = GateConfig(),
+    config: EvaluationConfig = EvaluationConfig(),
+    card: ModelCardConfig = ModelCardConfig(),
+    production_alias: str = "production",
+) -> Tuple[
+    Annotated[EvaluationReport, "evaluation"],
+    Annotated[GateResult, "quality_gate"],
+    Annotated[HTMLString, "evaluation_report"],
+    Annotated[MarkdownString, "model_card"],
+]:
+    """Score the model on the held-out test split against the production model (if any), decide the
+    quality gate that deploy obeys, and write the HTML report and the model card."""
+    zenml_model = get_step_context().model
+    champion = _production_model(zenml_model.name, production_alias)
+    result = evaluate_model(model, manifest, gate, config, champion)
+    report, verdict = result.report, result.gate
     logger.info(
-        "test accuracy %.4f [%.4f, %.4f], macro F1 %.4f [%.4f, %.4f], ECE %.4f, latency p50 %.1f ms; quality gate %s: %s",
+        "test accuracy %.4f [%.4f, %.4f], macro F1 %.4f [%.4f, %.4f], ECE %s, latency p50 %s ms",
         report.accuracy, report.accuracy_ci_low, report.accuracy_ci_high, report.macro_f1, report.macro_f1_ci_low,
-        report.macro_f1_ci_high, report.ece, report.latency_p50_ms, "PASSED" if verdict.passed else "FAILED", verdict.explain(),
+        report.macro_f1_ci_high, report.ece, report.latency_p50_ms,
     )
+    logger.info("%s", report.comparison_note)
+    (logger.info if verdict.passed else logger.warning)("quality gate %s: %s", "PASSED" if verdict.passed else "FAILED", verdict.explain())
+    title = f"{zenml_model.name} version {zenml_model.version}: evaluation on {report.n_images} test images"
+    facts = {"architecture": model.arch, "classes": len(model.class_names), "data hash": model.info.get("data_hash", ""),
+             "image size": model.preprocess.image_size}
+    html = render_html(report, verdict, result.figures, title, facts)
+    card_md = model_card(model, manifest, report, verdict, card, zenml_model.name, str(zenml_model.version))
     metrics = report.metrics()
+    if report.comparison:
+        from imgclf.evaluate.stats import ModelComparison
+
+        metrics.update(ModelComparison(**report.comparison).metrics())
     mlflow.log_metrics(metrics)
     mlflow.log_dict({"class_names": report.class_names, "confusion": report.confusion}, "confusion_matrix.json")
-    log_metadata(metadata={**metrics, "quality_gate_passed": verdict.passed})
-    return report, verdict
+    mlflow.log_text(html, "evaluation/report.html")
+    mlflow.log_text(card_md, "model_card.md")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, png) in enumerate(result.figures.items()):
+            Path(tmp, f"{i:02d}-{name.lower().replace(' ', '_').replace(':', '')}.png").write_bytes(png)
+        mlflow.log_artifacts(tmp, "evaluation/figures")
+    log_metadata(metadata={**metrics, "quality_gate_passed": verdict.passed, "comparison": report.comparison_note})
+    return report, verdict, HTMLString(html), MarkdownString(card_md)
+
+
+def _production_model(name: str, alias: str) -> Champion | None:
+    """The registry's `alias` version of `name`, loaded, or None when there is none yet."""
+    tracking_uri = Client().active_stack.experiment_tracker.get_tracking_uri()
+    version = alias_version(name, alias, tracking_uri)
+    if version is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="imgclf-production-") as tmp:
+        bundle, _ = fetch_bundle(f"models:/{name}/{version}", tmp, tracking_uri)
+        return Champion(model=TrainedModel.load(bundle), label=f"models:/{name}/{version} (@{alias})")

@@ -11,6 +11,7 @@ import pandas as pd
 
 MANIFEST_COLUMNS = ["path", "label", "sha256", "bytes", "format", "mode", "width", "height"]
 QUARANTINE_COLUMNS = ["path", "reason", "detail"]
+PIPELINE_COLUMNS = ["split", "split_cluster", "phash"]  # added by split; not the user's metadata
 
 
 @dataclass
@@ -40,6 +41,12 @@ class DatasetManifest:
     @property
     def class_names(self) -> list[str]:
         return sorted({name for labels in self.label_sets() for name in labels})
+
+    @property
+    def extra_columns(self) -> list[str]:
+        """The user's own columns from a CSV/JSON manifest (e.g. `site`, `scanner`), in file order."""
+        known = set(MANIFEST_COLUMNS) | set(PIPELINE_COLUMNS)
+        return [c for c in self.records.columns if c not in known]
 
     def subset(self, split: str) -> "DatasetManifest":
         return DatasetManifest(self.root, self.records[self.records["split"] == split])

@@ -86,6 +86,14 @@ class EvaluationReport:
     latency_p95_ms: float | None = None
     batch32_images_per_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    # filled in by imgclf.evaluate.evaluation: subgroups (SubgroupReport.to_dict()), the comparison with
+    # the production model (ModelComparison.to_dict(), None when there is none) and why / why not
+    subgroups: dict[str, Any] = field(default_factory=dict)
+    comparison: dict[str, Any] | None = None
+    comparison_note: str = ""
+    # multi-label data: `accuracy` is exact-match accuracy, `macro_f1` is at thresholds tuned on
+    # validation, and this holds the MultiLabelReport (per-label AP, mAP, thresholds)
+    multi_label: dict[str, Any] | None = None
 
     def metrics(self) -> dict[str, float]:
         """The scalar metrics, under the names used for MLflow metrics and ZenML metadata.
@@ -106,6 +114,9 @@ class EvaluationReport:
             "latency_p95_ms": self.latency_p95_ms,
             "batch32_images_per_s": self.batch32_images_per_s,
         }
+        if self.multi_label:
+            optional["test_map"] = self.multi_label.get("mean_average_precision")
+            optional["test_micro_f1"] = self.multi_label.get("micro_f1")
         out.update({k: float(v) for k, v in optional.items() if _num(v) is not None})
         return out
 

@@ -1,0 +1,161 @@
+"""The whole evaluation of a trained model on the held-out test split, in one call: metrics with CIs,
+latency, subgroups, the comparison with the production model, the quality gate, the figures and the
+HTML report. The evaluate step and the tests call this; the step only logs what it returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from imgclf.bundle import TrainedModel
+from imgclf.data.cache import decoded_images
+from imgclf.data.manifest import DatasetManifest
+from imgclf.evaluate import plots
+from imgclf.evaluate.latency import measure_model_latency
+from imgclf.evaluate.metrics import (
+    EvaluationReport,
+    GateConfig,
+    GateResult,
+    evaluate_multilabel,
+    evaluate_probabilities,
+    quality_gate,
+    softmax,
+    tune_thresholds,
+)
+from imgclf.evaluate.stats import bootstrap_ci, compare_models
+from imgclf.evaluate.subgroups import subgroup_metrics
+from imgclf.train.loop import predict_logits
+
+
+class EvaluationConfig(BaseModel):
+    """How much of the report to draw, and the statistics' settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_bootstrap: int = Field(1000, ge=1)
+    seed: int = 0
+    misclassified_images: int = Field(16, ge=0)
+    gradcam_images: int = Field(6, ge=0)  # per grid: misclassified, and correct
+    subgroup_min_images: int = Field(5, ge=1)  # a smaller subgroup is listed but not called the worst
+    measure_latency: bool = True
+
+
+@dataclass
+class Champion:
+    """The model in production, to be scored on the same test images as the challenger."""
+
+    model: TrainedModel
+    label: str  # e.g. "models:/image-classifier/3 (alias production)"
+
+
+@dataclass
+class Evaluation:
+    report: EvaluationReport
+    gate: GateResult
+    figures: dict[str, bytes]  # figure title -> PNG
+
+
+def evaluate_model(
+    trained: TrainedModel,
+    manifest: DatasetManifest,
+    gate: GateConfig = GateConfig(),
+    config: EvaluationConfig = EvaluationConfig(),
+    champion: Champion | None = None,
+) -> Evaluation:
+    """Score `trained` on the manifest's test split (val is used only to tune multi-label thresholds)."""
+    test = manifest.subset("test")
+    if not len(test):
+        raise ValueError("the manifest has no test rows: split the data before evaluating")
+    network = trained.build()
+    images = decoded_images(test, trained.preprocess)
+    logits = predict_logits(network, images, trained.preprocess)
+    if manifest.multi_label:
+        report = _multilabel_report(trained, network, manifest, logits, config)
+        figures = {}
+    else:
+        y_true = test.label_indices(trained.class_names)
+        probs = softmax(logits)
+        report = evaluate_probabilities(y_true, probs, trained.class_names, n_bootstrap=config.n_bootstrap, seed=config.seed)
+        figures = _figures(network, trained, images, y_true, probs, report, config)
+        extra = test.extra_columns
+        if extra:
+            report.subgroups = subgroup_metrics(
+                test.records[extra], y_true, probs.argmax(1), len(trained.class_names),
+                min_images=config.subgroup_min_images, n_bootstrap=config.n_bootstrap, seed=config.seed,
+            ).to_dict()
+        report.comparison, report.comparison_note = _compare(champion, test, y_true, probs, trained.class_names, config)
+    if config.measure_latency:
+        report = report.with_latency(measure_model_latency(network, trained.preprocess))
+    return Evaluation(report=report, gate=quality_gate(report, gate), figures=figures)
+
+
+def _compare(champion, test, y_true, probs, class_names, config) -> tuple[dict | None, str]:
+    if champion is None:
+        return None, "no production model in the registry: nothing to compare with"
+    if list(champion.model.class_names) != list(class_names):
+        return None, (f"production model {champion.label} has other classes ({len(champion.model.class_names)}: "
+                      f"{champion.model.class_names[:5]}...) than this model ({len(class_names)}); not comparable")
+    spec = champion.model.preprocess
+    champion_probs = softmax(predict_logits(champion.model.build(), decoded_images(test, spec), spec))
+    result = compare_models(y_true, champion_probs, probs, n_bootstrap=config.n_bootstrap, seed=config.seed, n_classes=len(class_names))
+    return result.to_dict(), f"compared with production model {champion.label}: {result.explain()}"
+
+
+def _figures(network, trained, images, y_true, probs, report, config) -> dict[str, bytes]:
+    """Every picture of the report; a figure that cannot be drawn says why instead."""
+    from imgclf.evaluate.gradcam import GradCamUnsupported, grad_cam
+
+    y_pred, confidence = probs.argmax(1), probs.max(1)
+    names = trained.class_names
+    images = np.asarray(images)
+    rel = report.reliability
+    figures = {
+        "Per-class accuracy": plots.per_class_accuracy_chart(report.per_class_accuracy),
+        "Most-confused class pairs": plots.confused_pairs_chart(report.confusion, names),
+        "Most confident mistakes": plots.misclassified_grid(images, y_true, y_pred, confidence, names, config.misclassified_images),
+        "Reliability diagram": plots.reliability_diagram(rel["confidence"], rel["accuracy"], rel["counts"], report.ece, rel["bin_edges"]),
+    }
+    wrong = plots.top_misclassified(y_true, y_pred, confidence, config.gradcam_images)
+    right = np.flatnonzero(y_true == y_pred)
+    right = right[np.argsort(-confidence[right], kind="stable")][: config.gradcam_images]
+    for heading, chosen in (("Grad-CAM: misclassified", wrong), ("Grad-CAM: correct", right)):
+        titles = [f"{names[y_true[i]]} \u2192 {names[y_pred[i]]} ({confidence[i]:.2f})" for i in chosen]
+        try:
+            heatmaps = grad_cam(network, images[chosen], trained.preprocess)
+            figures[heading] = plots.gradcam_grid(images[chosen], heatmaps, titles, heading=heading)
+        except GradCamUnsupported as exc:
+            figures[heading] = plots.message_png(f"Grad-CAM is not available for this model: {exc}", heading)
+    return figures
+
+
+def _multilabel_report(trained, network, manifest, test_logits, config) -> EvaluationReport:
+    """Exact-match accuracy and macro F1 (thresholds tuned per label on val), both with bootstrap
+    CIs, plus the per-label AP / mAP report."""
+    from sklearn.metrics import f1_score
+
+    names = trained.class_names
+    val = manifest.subset("val")
+    sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    thresholds = None
+    if len(val):
+        val_scores = sigmoid(predict_logits(network, decoded_images(val, trained.preprocess), trained.preprocess))
+        thresholds = tune_thresholds(val.label_matrix(names), val_scores)
+    y = manifest.subset("test").label_matrix(names)
+    scores = sigmoid(test_logits)
+    ml = evaluate_multilabel(y, scores, names, thresholds)
+    pred = (scores >= np.array([ml.thresholds[n] for n in names])[None, :]).astype(np.int64)
+    exact = (pred == y).all(axis=1).astype(np.int64)
+    acc = bootstrap_ci("accuracy", np.ones_like(exact), exact, n=config.n_bootstrap, seed=config.seed, n_classes=2)
+    f1 = bootstrap_ci(lambda yt, yp: f1_score(yt, yp, average="macro", zero_division=0), y, pred,
+                      n=config.n_bootstrap, seed=config.seed)
+    notes = list(ml.notes) + ["multi-label: accuracy is exact-match (every label right); macro F1 at thresholds tuned on "
+                              + ("the validation split" if len(val) else "nothing (no validation rows; 0.5 used)")]
+    return EvaluationReport(
+        class_names=list(names), n_images=len(y), accuracy=acc["estimate"], macro_f1=ml.macro_f1, confusion=[],
+        accuracy_ci_low=acc["ci_low"], accuracy_ci_high=acc["ci_high"], macro_f1_ci_low=f1["ci_low"],
+        macro_f1_ci_high=f1["ci_high"], n_bootstrap=config.n_bootstrap, bootstrap_seed=config.seed,
+        notes=notes, multi_label=dataclasses.asdict(ml),
+    )

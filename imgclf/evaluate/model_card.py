@@ -1,0 +1,168 @@
+"""The model card: what the model is for, what it was trained on, how well it does (with intervals and
+subgroups), how it fails and where not to trust it, as Markdown generated from the run itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from imgclf.bundle import TrainedModel
+from imgclf.data.manifest import DatasetManifest
+from imgclf.evaluate.metrics import EvaluationReport, GateResult
+from imgclf.evaluate.report import ci, failure_patterns, fmt, worst_classes
+
+
+class ModelCardConfig(BaseModel):
+    """The parts of the card that only people know: set them in the run config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = "Classify an image into one of the classes of its training data."
+    intended_use: str = "Images like the training data (same source, framing and resolution), scored by the service."
+    out_of_scope: str = "Images of other kinds or sources than the training data; decisions that need a calibrated probability without review."
+    owner: str = ""
+    limitations: list[str] = []  # known caveats to state on every card, besides the measured ones
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _data_section(trained: TrainedModel, manifest: DatasetManifest) -> str:
+    records = manifest.records
+    splits = records["split"].value_counts().to_dict() if "split" in records.columns else {}
+    counts = manifest.class_counts()
+    if "split" in records.columns:
+        rows = [[label, *[int(counts.loc[label].get(s, 0)) for s in ("train", "val", "test")]] for label in counts.index]
+        per_class = _table(["class", "train", "val", "test"], rows)
+    else:
+        per_class = ""
+    extra = manifest.extra_columns
+    return "\n".join([
+        f"- Images: {len(records)} (train {splits.get('train', 0)}, val {splits.get('val', 0)}, test {splits.get('test', 0)})",
+        f"- Classes ({len(trained.class_names)}): {', '.join(trained.class_names)}",
+        f"- Data hash: `{trained.info.get('data_hash') or manifest.content_hash()}`",
+        f"- Data root: `{manifest.root}`",
+        f"- Extra columns (subgroups): {', '.join(extra) if extra else 'none'}",
+        "",
+        per_class,
+    ])
+
+
+def _training_section(trained: TrainedModel) -> str:
+    config = trained.info.get("train_config") or {}
+    keys = ["transfer", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
+            "schedule", "label_smoothing", "ema_decay", "seed"]
+    rows = [[k, config[k]] for k in keys if k in config]
+    spec = trained.preprocess
+    lines = [
+        f"- Architecture: `{trained.arch}`, " + ("fine-tuned from ImageNet weights" if config.get("pretrained") else "trained from scratch"),
+        f"- Preprocessing: {spec.image_size} px, mean {list(spec.mean)}, std {list(spec.std)}",
+        f"- Best validation score {fmt(trained.info.get('best_val_score'))} at epoch {trained.info.get('best_epoch')}"
+        + (" (stopped early)" if trained.info.get("stopped_early") else ""),
+        "",
+        _table(["setting", "value"], rows) if rows else "",
+    ]
+    return "\n".join(lines)
+
+
+def _metrics_section(report: EvaluationReport, gate: GateResult) -> str:
+    accuracy_name = "exact-match accuracy" if report.multi_label else "accuracy"
+    rows = [
+        [accuracy_name, ci(report.accuracy, report.accuracy_ci_low, report.accuracy_ci_high)],
+        ["macro F1", ci(report.macro_f1, report.macro_f1_ci_low, report.macro_f1_ci_high)],
+    ]
+    if report.multi_label:
+        rows.append(["mAP", fmt(report.multi_label.get("mean_average_precision"))])
+    else:
+        rows += [["weighted F1", fmt(report.weighted_f1)], ["ROC-AUC (macro, one-vs-rest)", fmt(report.roc_auc_macro)],
+                 ["expected calibration error", fmt(report.ece)]]
+    rows += [["latency batch 1 p50 (ms)", fmt(report.latency_p50_ms, 2)], ["throughput batch 32 (images/s)", fmt(report.batch32_images_per_s, 1)]]
+    verdict = "passed" if gate.passed else "FAILED"
+    lines = [
+        f"On the held-out test split ({report.n_images} images); intervals are {100 * report.ci_level:g}% bootstrap "
+        f"({report.n_bootstrap} resamples, seed {report.bootstrap_seed}).",
+        "",
+        _table(["metric", "value"], rows),
+        "",
+        f"Quality gate {verdict}: {gate.explain()}",
+    ]
+    if report.comparison_note:
+        lines += ["", f"Production comparison: {report.comparison_note}"]
+    return "\n".join(lines)
+
+
+def _subgroup_section(report: EvaluationReport) -> str:
+    sg = report.subgroups or {}
+    if not sg.get("rows"):
+        return "No subgroup columns in the manifest; performance per site, device or population is unknown."
+    rows = [[r["column"], r["value"], r["n_images"], ci(r["accuracy"], r["accuracy_ci_low"], r["accuracy_ci_high"]), fmt(r["macro_f1"])]
+            for r in sg["rows"]]
+    worst = [f"- Worst {c}: **{r['value']}**, accuracy {fmt(r['accuracy'])} on {r['n_images']} images" for c, r in sg.get("worst", {}).items()]
+    return "\n".join([_table(["column", "value", "images", "accuracy [95% CI]", "macro F1"], rows), "", *worst])
+
+
+def _failure_section(report: EvaluationReport) -> str:
+    if report.multi_label:
+        ap = report.multi_label.get("average_precision", {})
+        low = sorted(ap.items(), key=lambda kv: kv[1])[:3]
+        return "Labels with the lowest average precision: " + ", ".join(f"{n} ({v:.4f})" for n, v in low) if low else "n/a"
+    patterns = failure_patterns(report)
+    lines = [f"- {p}" for p in patterns] or ["- No confusions on the test split."]
+    worst = worst_classes(report)
+    if worst:
+        lines.append("- Lowest per-class accuracy: " + ", ".join(f"{n} {a:.4f} (n={s})" for n, a, s in worst))
+    return "\n".join(lines)
+
+
+def _limitations(report: EvaluationReport, config: ModelCardConfig) -> str:
+    lines = [f"- {text}" for text in config.limitations]
+    if report.accuracy_ci_low is not None and report.accuracy_ci_high is not None:
+        lines.append(f"- The test split holds {report.n_images} images: accuracy is only known to within "
+                     f"[{report.accuracy_ci_low:.4f}, {report.accuracy_ci_high:.4f}].")
+    if report.ece is not None and report.ece > 0.05:
+        direction = "under" if _mean_gap(report) > 0 else "over"
+        lines.append(f"- Calibration: ECE {report.ece:.3f}; the model is {direction}-confident, so do not read its "
+                     "probabilities as frequencies without recalibration.")
+    if report.latency_p50_ms is not None:
+        lines.append("- Latency was measured on the evaluating machine; it differs on other hardware.")
+    lines += [f"- {note}" for note in report.notes]
+    lines.append("- Performance outside the training distribution (other cameras, sites, populations) was not measured.")
+    return "\n".join(lines)
+
+
+def _mean_gap(report: EvaluationReport) -> float:
+    """Count-weighted mean of (accuracy - confidence) over the reliability bins: > 0 is under-confident."""
+    rel = report.reliability or {}
+    pairs = [(a - c, n) for a, c, n in zip(rel.get("accuracy", []), rel.get("confidence", []), rel.get("counts", [])) if n]
+    total = sum(n for _, n in pairs)
+    return sum(g * n for g, n in pairs) / total if total else 0.0
+
+
+def model_card(
+    trained: TrainedModel,
+    manifest: DatasetManifest,
+    report: EvaluationReport,
+    gate: GateResult,
+    config: ModelCardConfig = ModelCardConfig(),
+    model_name: str = "image-classifier",
+    version: str | None = None,
+) -> str:
+    """The card as Markdown, from the run's own model, data and evaluation."""
+    title = f"# Model card: {model_name}" + (f" (version {version})" if version else "")
+    sections = [
+        title,
+        "## Purpose and intended use",
+        f"- Purpose: {config.purpose}\n- Intended use: {config.intended_use}\n- Out of scope: {config.out_of_scope}"
+        + (f"\n- Owner: {config.owner}" if config.owner else ""),
+        "## Data", _data_section(trained, manifest),
+        "## Training", _training_section(trained),
+        "## Metrics", _metrics_section(report, gate),
+        "## Subgroups", _subgroup_section(report),
+        "## Known failure patterns", _failure_section(report),
+        "## Limitations and caveats", _limitations(report, config),
+    ]
+    return "\n\n".join(sections) + "\n"
