@@ -27,6 +27,9 @@ class TrainedModel:
     state_dict: dict[str, Any]  # name -> torch.Tensor
     history: list[dict[str, float]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # weights origin, data hash, train config
+    # module name -> attributes that differ from `arch` as built (channel counts of a pruned network);
+    # with the weights' shapes this rebuilds the network without pickling it. Empty: `arch` as is.
+    structure: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def spec_dict(self) -> dict[str, Any]:
         return {
@@ -35,13 +38,18 @@ class TrainedModel:
             "preprocess": self.preprocess.to_dict(),
             "history": self.history,
             "info": self.info,
+            "structure": self.structure,
         }
 
-    def build(self):
+    def build(self, drop_rate: float = 0.0):
         """A torch module in eval mode with these weights (no pretrained lookup: the weights are here)."""
         from imgclf.models import create
 
-        model, _, _ = create(self.arch, len(self.class_names), pretrained=False, image_size=self.preprocess.image_size)
+        model, _, _ = create(self.arch, len(self.class_names), pretrained=False, drop_rate=drop_rate, image_size=self.preprocess.image_size)
+        if self.structure:
+            from imgclf.export.prune import apply_structure
+
+            apply_structure(model, self.structure, self.state_dict)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
@@ -71,4 +79,23 @@ class TrainedModel:
             state_dict=load_file(str(directory / WEIGHTS_FILE)),
             history=spec.get("history", []),
             info=spec.get("info", {}),
+            structure=spec.get("structure", {}),
         )
+
+
+def set_serving_model(directory: str | Path, file_name: str) -> None:
+    """Record in the bundle's spec which ONNX file the service loads (the export's INT8-or-fp32 choice)."""
+    directory = Path(directory)
+    if not (directory / file_name).is_file():
+        raise FileNotFoundError(f"cannot serve {file_name}: it is not in the bundle {directory}")
+    spec_path = directory / SPEC_FILE
+    spec = json.loads(spec_path.read_text())
+    spec["serving"] = {"model": file_name}
+    spec_path.write_text(json.dumps(spec, indent=2, default=str))
+
+
+def serving_model(directory: str | Path) -> str:
+    """The ONNX file a bundle is served from: the recorded choice, else the fp32 model.onnx."""
+    spec_path = Path(directory) / SPEC_FILE
+    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    return spec.get("serving", {}).get("model", ONNX_FILE)

@@ -31,6 +31,18 @@ def _serve(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def _load_split(data: str, seed: int, report: bool = True):
+    """Ingest -> per-file checks -> seeded split: the data every command outside ZenML trains on."""
+    from imgclf.data.sources import load_source
+    from imgclf.data.split import SplitConfig, split_usable
+
+    manifest = load_source(data)
+    split, skipped = split_usable(manifest, SplitConfig(seed=seed))
+    if report and skipped:
+        print(f"skipped {sum(skipped.values())} of {len(manifest)} files: {skipped}")
+    return split
+
+
 def _train(args: argparse.Namespace) -> int:
     """Ingest -> per-file checks -> split -> fit -> bundle, outside ZenML, with the pipeline's code."""
     import logging
@@ -39,8 +51,6 @@ def _train(args: argparse.Namespace) -> int:
     import yaml
 
     from imgclf.augment import AugmentPolicy
-    from imgclf.data.sources import load_source
-    from imgclf.data.split import SplitConfig, split_usable
     from imgclf.train.config import TrainConfig
     from imgclf.train.loop import fit_manifest
 
@@ -57,16 +67,127 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     main_rank = os.environ.get("RANK", "0") == "0"
 
-    manifest = load_source(args.data)
-    split, skipped = split_usable(manifest, SplitConfig(seed=config.seed))
-    if main_rank and skipped:
-        print(f"skipped {sum(skipped.values())} of {len(manifest)} files: {skipped}")
+    split = _load_split(args.data, config.seed, report=main_rank)
     trained = fit_manifest(split, config, policy, checkpoint_dir=out / "checkpoints", tensorboard_dir=out / "tensorboard")
     if main_rank:
         trained.save(out)
         info = trained.info
         print(f"best val score {info['best_val_score']:.4f} (epoch {info['best_epoch']}); bundle in {out}")
         print(f"steady-state training throughput: {info['steady_train_images_per_s']:.1f} images/s")
+    return 0
+
+
+def _compress_inputs(args: argparse.Namespace, config_type, flags: dict):
+    """(bundle, split, config, policy) for prune/distill: --config YAML overridden by flags; the split
+    is the bundle's own (its training seed) unless --split-seed says otherwise."""
+    import logging
+
+    import yaml
+
+    from imgclf.augment import AugmentPolicy
+    from imgclf.bundle import TrainedModel
+    from imgclf.data.split import SplitConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    config = config_type(**settings)
+    policy = AugmentPolicy(**(yaml.safe_load(Path(args.augment).read_text()) if args.augment else {}))
+    trained = TrainedModel.load(args.model)
+    seed = args.split_seed if args.split_seed is not None else trained.info.get("train_config", {}).get("seed", SplitConfig().seed)
+    return trained, _load_split(args.data, seed), config, policy
+
+
+def _write_report(out: Path, name: str, config, report) -> Path:
+    import json
+
+    path = out / name
+    path.write_text(json.dumps({"config": config.model_dump(), "report": report.to_dict()}, indent=2))
+    return path
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from imgclf.export.prune import PruneConfig, prune_and_finetune
+
+    trained, split, config, policy = _compress_inputs(args, PruneConfig, {
+        "amount": args.amount, "epochs": args.epochs, "lr": args.lr, "ignore": args.ignore, "round_to": args.round_to,
+        "batch_size": args.batch_size, "num_workers": args.workers, "latency_repeats": args.latency_repeats,
+    })
+    pruned, report = prune_and_finetune(trained, split, config, policy)
+    out = Path(args.out)
+    pruned.save(out)
+    print(report.table())
+    if report.data_matches_training is False:
+        print(f"warning: {args.data} is not the data {args.model} was trained on; its test split may hold training images")
+    print(f"bundle in {out}; report in {_write_report(out, 'prune_report.json', config, report)}")
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from imgclf.export.distill import DistillConfig, distill
+
+    teacher, split, config, policy = _compress_inputs(args, DistillConfig, {
+        "student": args.student, "epochs": args.epochs, "temperature": args.temperature, "alpha": args.alpha, "lr": args.lr,
+        "batch_size": args.batch_size, "seed": args.seed, "num_workers": args.workers, "baseline": args.baseline,
+        "latency_repeats": args.latency_repeats,
+    })
+    student, _, report = distill(teacher, split, config, policy)
+    out = Path(args.out)
+    student.save(out)
+    print(report.table())
+    print(f"student bundle in {out}; report in {_write_report(out, 'distill_report.json', config, report)}")
+    return 0
+
+
+def _compress_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
+    p.add_argument("model", help=model_help)
+    p.add_argument("--data", required=True, help="the data the model was trained on (folder, manifest, archive or URL)")
+    p.add_argument("--out", required=True, help="bundle folder for the result (the JSON report goes inside)")
+    p.add_argument("--split-seed", type=int, help="split seed (default: the model's training seed, as imgclf train splits)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int, help="augmentation worker processes")
+    p.add_argument("--latency-repeats", type=int, help="batch-1 timed calls per model")
+    p.add_argument("--augment", help="YAML of AugmentPolicy fields")
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Bundle -> ONNX fp32, the INT8 recipe that wins on this machine, TorchScript, OpenVINO IR, JSON report."""
+    from imgclf.bundle import TrainedModel
+    from imgclf.data.cache import decoded_images
+    from imgclf.data.split import SplitConfig
+    from imgclf.export.exporter import ORT_FP32, RECIPES_FILE, ExportConfig, calibration_sample, export_folder, runtime_table
+
+    if args.data is None:
+        raise SystemExit(
+            "imgclf export: INT8 calibration needs images: pass --data with the images the model was trained on "
+            "(a sample of its train split calibrates INT8, its val split chooses the recipe and checks every export)"
+        )
+    try:
+        trained = TrainedModel.load(args.model_dir)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"imgclf export: {exc}") from None
+    if trained.info.get("multi_label"):
+        raise SystemExit(f"imgclf export: {args.model_dir} is a multi-label model; the export checks compare top-1 accuracy, single-label only")
+    split = _load_split(args.data, trained.info.get("train_config", {}).get("seed", SplitConfig().seed))
+    unknown = sorted(set(split.class_names) - set(trained.class_names))
+    if unknown:
+        raise SystemExit(f"imgclf export: {args.data} has classes the model in {args.model_dir} does not know: {unknown}")
+    config = ExportConfig(**{k: v for k, v in {"tolerance": args.tolerance, "min_speedup": args.min_speedup}.items() if v is not None})
+    val, test = split.subset("val"), split.subset("test")
+    spec = trained.preprocess
+    out = Path(args.out)
+    calibration = calibration_sample(decoded_images(split.subset("train"), spec))
+    report = export_folder(
+        trained, out, calibration, decoded_images(val, spec), val.label_indices(trained.class_names), config,
+        test_images=decoded_images(test, spec), test_labels=test.label_indices(trained.class_names),
+    )
+    print((out / RECIPES_FILE).read_text())
+    print(runtime_table(report["runtimes"], ORT_FP32))
+    if "skipped" in report["openvino"]:
+        print(report["openvino"]["skipped"])
+    print(f"\n{report['int8_summary']}\nwrote {', '.join(report['files'])} to {out}")
     return 0
 
 
@@ -91,9 +212,11 @@ def _digits(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from imgclf.registry import latest_version
+    import os
 
     import mlflow
+
+    from imgclf.registry import latest_version
 
     uri = mlflow.get_tracking_uri()
     version = latest_version(args.model_name)
@@ -102,6 +225,13 @@ def _summary(args: argparse.Namespace) -> int:
     for key in ("test_accuracy", "test_macro_f1"):
         if key in mv.tags:
             print(f"  {key} = {mv.tags[key]}")
+    reports = Path(os.environ.get("IMGCLF_STATE", ".state")) / "reports" / f"{args.model_name}-v{version}"
+    for label, artifact in (("Evaluation report", "evaluation/report.html"), ("Model card", "model_card.md")):
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact, dst_path=str(reports))
+            print(f"{label}: {Path(local).resolve()}")
+        except mlflow.exceptions.MlflowException:
+            print(f"{label}: not logged by run {mv.run_id}")
     print(f"MLflow UI:      mlflow ui --backend-store-uri {uri}")
     print("ZenML dashboard: zenml login --local   (runs, artifacts and visualisations)")
     print(f"Serve it:       make serve   (or: imgclf serve --model models:/{args.model_name}/{version})")
@@ -152,6 +282,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="start from random weights")
     p.add_argument("--out", default="lr_find.png", help="where to save the plot (PNG)")
     p.set_defaults(func=_lr_find)
+
+    p = sub.add_parser("prune", help="remove the lowest-L1 channels of a bundle, fine-tune, and report before/after")
+    _compress_arguments(p, "bundle folder of the trained model")
+    p.add_argument("--amount", type=float, help="fraction of channels removed (default 0.3)")
+    p.add_argument("--ignore", action="append", help="module-name pattern whose output channels are kept (repeatable)")
+    p.add_argument("--round-to", type=int, help="keep channel counts multiples of this")
+    p.add_argument("--config", help="YAML of PruneConfig fields (flags override it)")
+    p.set_defaults(func=_prune)
+
+    p = sub.add_parser("distill", help="train a small student from a teacher bundle (and alone, to compare)")
+    _compress_arguments(p, "bundle folder of the teacher")
+    p.add_argument("--student", help="timm name or torchvision/<name> (default mobilenetv3_small_050, random init)")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (0..1)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None, help="also train the student alone (default on)")
+    p.add_argument("--config", help="YAML of DistillConfig fields (flags override it)")
+    p.set_defaults(func=_distill)
+
+    p = sub.add_parser("export", help="export a bundle to ONNX, INT8 (recipe chosen by measurement), TorchScript and OpenVINO, with a parity and latency report")
+    p.add_argument("model_dir", help="bundle folder written by imgclf train")
+    p.add_argument("--out", required=True, help="folder for the exported files and export_report.json")
+    p.add_argument("--data", help="the images the model was trained on: a train sample calibrates INT8, val chooses the recipe, test reports parity (required)")
+    p.add_argument("--tolerance", type=float, help="largest accuracy drop an INT8 recipe may have (default 0.01)")
+    p.add_argument("--min-speedup", type=float, help="INT8 must be at least this much faster than ORT fp32 at batch 32 (default 1.05)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("summary", help="print the latest registered model and where to look")
     p.add_argument("--model-name", default="image-classifier")

@@ -13,7 +13,9 @@ from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
 from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, TrainedModel
+from imgclf.export.exporter import RECIPES_FILE, REPORT_FILE
 from imgclf.export.onnx import ExportedModel
+from imgclf.export.quantize import recipe_table_markdown
 from materializers._files import download_dir, upload_dir
 
 
@@ -50,26 +52,37 @@ class TrainedModelMaterializer(BaseMaterializer):
 
 
 class ExportedModelMaterializer(BaseMaterializer):
+    """model.onnx, model.int8.onnx (only when an INT8 recipe was chosen), export_report.json, and the
+    INT8 recipe table as Markdown for the dashboard."""
+
     ASSOCIATED_TYPES = (ExportedModel,)
     ASSOCIATED_ARTIFACT_TYPE = ArtifactType.MODEL
 
     def save(self, data: ExportedModel) -> None:
-        for name, blob in ((ONNX_FILE, data.onnx), (ONNX_INT8_FILE, data.onnx_int8)):
+        blobs = [(ONNX_FILE, data.onnx)] + ([(ONNX_INT8_FILE, data.onnx_int8)] if data.onnx_int8 is not None else [])
+        for name, blob in blobs:
             with fileio.open(os.path.join(self.uri, name), "wb") as f:
                 f.write(blob)
-        with fileio.open(os.path.join(self.uri, "export_report.json"), "w") as f:
+        with fileio.open(os.path.join(self.uri, REPORT_FILE), "w") as f:
             f.write(json.dumps(data.report, indent=2))
 
     def load(self, data_type: Type[Any]) -> ExportedModel:
         local = download_dir(self.uri)
+        int8 = local / ONNX_INT8_FILE
         return ExportedModel(
             onnx=(local / ONNX_FILE).read_bytes(),
-            onnx_int8=(local / ONNX_INT8_FILE).read_bytes(),
-            report=json.loads((local / "export_report.json").read_text()),
+            onnx_int8=int8.read_bytes() if int8.is_file() else None,
+            report=json.loads((local / REPORT_FILE).read_text()),
         )
 
     def save_visualizations(self, data: ExportedModel) -> Dict[str, VisualizationType]:
-        return {os.path.join(self.uri, "export_report.json"): VisualizationType.JSON}
+        visuals = {os.path.join(self.uri, REPORT_FILE): VisualizationType.JSON}
+        if "int8_search" in data.report:
+            path = os.path.join(self.uri, RECIPES_FILE)
+            with fileio.open(path, "w") as f:
+                f.write(f"### INT8 recipes (serving {data.serving_file})\n\n" + recipe_table_markdown(data.report["int8_search"]))
+            visuals[path] = VisualizationType.MARKDOWN
+        return visuals
 
     def extract_metadata(self, data: ExportedModel) -> Dict[str, Any]:
         return {k: v for k, v in data.report.items() if isinstance(v, (int, float, str))}

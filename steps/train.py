@@ -5,19 +5,30 @@ from typing import Annotated
 
 import mlflow
 from zenml import log_metadata, step
+from zenml.logger import get_logger
 
 from imgclf.augment import AugmentPolicy
 from imgclf.bundle import TrainedModel
 from imgclf.data.manifest import DatasetManifest
+from imgclf.export.distill import DistillConfig, distill
+from imgclf.export.prune import PruneConfig, prune_and_finetune
 from imgclf.train.config import TrainConfig
 from imgclf.train.loop import fit_manifest
+
+logger = get_logger(__name__)
 
 
 @step(experiment_tracker=True)
 def train(
-    manifest: DatasetManifest, policy: AugmentPolicy, config: TrainConfig = TrainConfig()
+    manifest: DatasetManifest,
+    policy: AugmentPolicy,
+    config: TrainConfig = TrainConfig(),
+    distill_into: DistillConfig | None = None,
+    prune: PruneConfig | None = None,
 ) -> Annotated[TrainedModel, "trained_model"]:
-    """Fine-tune `config.arch` on the train split; keep the weights that score best on val.
+    """Fine-tune `config.arch` on the train split; keep the weights that score best on val. Optionally
+    distil it into a smaller student and/or prune channels (in that order); the smaller model is then
+    the one the pipeline evaluates, exports and ships, so the gate judges what is served.
 
     Checkpoints live under .state/checkpoints/<data>-<config>: a crashed or killed run started again
     with the same data and config continues from its last complete epoch. They are removed once the
@@ -37,6 +48,14 @@ def train(
     )
     shutil.rmtree(checkpoints, ignore_errors=True)
     info = trained.info
+    if distill_into is not None:
+        trained, _alone, report = distill(trained, manifest, distill_into, policy)
+        logger.info("distilled %s into %s; the pipeline goes on with the student:\n%s", config.arch, distill_into.student, report.table())
+        mlflow.log_dict(report.to_dict(), "distill_report.json")
+    if prune is not None:
+        trained, report = prune_and_finetune(trained, manifest, prune, policy)
+        logger.info("pruned %.0f%% of the channels; the pipeline goes on with the pruned model:\n%s", 100 * prune.amount, report.table())
+        mlflow.log_dict(report.to_dict(), "prune_report.json")
     log_metadata(
         metadata={
             "best_val_score": info["best_val_score"],
@@ -45,6 +64,24 @@ def train(
             "stopped_early": info["stopped_early"],
             "resumed_after_epoch": info["resumed_after_epoch"],
             "train_images_per_s": info["steady_train_images_per_s"],
+            "shipped_arch": trained.arch,
+            **_compression_metadata(trained.info),
         }
     )
     return trained
+
+
+def _compression_metadata(info: dict) -> dict:
+    """Before/after numbers of the optional distillation and pruning, flat for the dashboard."""
+    out = {}
+    if "distill_report" in info:
+        r = info["distill_report"]
+        out.update(distill_teacher_test_accuracy=r["teacher"]["test_accuracy"], distill_student_test_accuracy=r["student_distilled"]["test_accuracy"])
+        if r["student_alone"]:
+            out["distill_student_alone_test_accuracy"] = r["student_alone"]["test_accuracy"]
+    if "prune_report" in info:
+        r = info["prune_report"]
+        out.update(prune_params_before=r["before"]["params"], prune_params_after=r["after"]["params"],
+                   prune_macs_before=r["before"]["macs"], prune_macs_after=r["after"]["macs"],
+                   prune_test_accuracy_before=r["before"]["test_accuracy"], prune_test_accuracy_after=r["after"]["test_accuracy"])
+    return out

@@ -51,6 +51,22 @@ def test_all_nine_steps_completed(pipeline_run):
     assert all(step.status == ExecutionStatus.COMPLETED for step in pipeline_run.steps.values())
 
 
+def test_the_distilled_and_pruned_model_is_what_ships(pipeline_run):
+    meta = pipeline_run.steps["train"].run_metadata
+    assert meta["shipped_arch"] == "mobilenetv3_small_050"
+    assert meta["prune_params_after"] < meta["prune_params_before"] and meta["prune_macs_after"] < meta["prune_macs_before"]
+    shipped = pipeline_run.steps["train"].outputs["trained_model"][0].load()
+    assert shipped.arch == "mobilenetv3_small_050" and shipped.structure  # rebuilt from JSON, no pickle
+    assert sum(p.numel() for p in shipped.build().parameters()) == meta["prune_params_after"]
+    assert "distill_report" in shipped.info and "prune_report" in shipped.info
+    registered = pipeline_run.steps["register"].outputs["registered_model"][0].load()
+    from imgclf.registry import fetch_bundle
+    from imgclf.bundle import TrainedModel
+
+    bundle, _ = fetch_bundle(registered.model_uri, tracking_uri=SESSION_MLFLOW_URI)
+    assert TrainedModel.load(bundle).structure == shipped.structure
+
+
 def test_validate_accounts_for_every_file(pipeline_run):
     meta = pipeline_run.steps["validate"].run_metadata
     assert (meta["received"], meta["kept"], meta["quarantined"]) == (301, 300, 1)
@@ -71,6 +87,37 @@ def test_evaluation_metadata_and_mlflow_registration(pipeline_run):
     assert version.tags["zenml_model_version"] == str(pipeline_run.model_version.number)
     assert float(version.tags["test_accuracy"]) == pytest.approx(meta["test_accuracy"], abs=1e-4)
     assert pipeline_run.model_version.run_metadata["mlflow_model_version"] == registered.version
+
+
+def test_report_and_model_card_reach_zenml_and_mlflow(pipeline_run):
+    evaluate = pipeline_run.steps["evaluate"]
+    report = evaluate.outputs["evaluation"][0].load()
+    page = str(evaluate.outputs["evaluation_report"][0].load())
+    assert page.startswith("<!DOCTYPE html>") and page.count('src="data:image/png;base64,') == 6
+    assert f"{report.accuracy:.4f} [{report.accuracy_ci_low:.4f}, {report.accuracy_ci_high:.4f}]" in page
+    assert "no production model in the registry" in report.comparison_note
+    card = str(pipeline_run.model_version.get_artifact("model_card").load())
+    assert card.startswith(f"# Model card: image-classifier (version {pipeline_run.model_version.number})")
+    assert f"{report.accuracy:.4f} [{report.accuracy_ci_low:.4f}, {report.accuracy_ci_high:.4f}]" in card
+    registered = pipeline_run.steps["register"].outputs["registered_model"][0].load()
+    client = mlflow.MlflowClient(tracking_uri=SESSION_MLFLOW_URI)
+    assert client.get_model_version("image-classifier", registered.version).description == card
+    run_id = client.get_model_version("image-classifier", registered.version).run_id
+    logged = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert {"model_card.md", "evaluation/report.html", "evaluation/figures"} <= logged
+
+
+def test_summary_points_at_the_report_and_card(pipeline_run, tmp_path, monkeypatch, capsys):
+    from imgclf.cli import main
+
+    monkeypatch.setenv("IMGCLF_STATE", str(tmp_path))
+    mlflow.set_tracking_uri(SESSION_MLFLOW_URI)
+    assert main(["summary", "--model-name", "image-classifier"]) == 0
+    out = capsys.readouterr().out
+    report = tmp_path / "reports" / f"image-classifier-v{pipeline_run.model_version.run_metadata['mlflow_model_version']}"
+    assert f"Evaluation report: {(report / 'report.html').resolve()}" in out
+    assert (report / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert (report / "model_card.md").read_text().startswith("# Model card: image-classifier")
 
 
 def test_onnx_artifact_agrees_with_torch(pipeline_run):

@@ -10,7 +10,8 @@ from sklearn.metrics import f1_score
 from imgclf.bundle import TrainedModel
 from imgclf.data.cache import decoded_images
 from imgclf.evaluate.metrics import GateConfig, evaluate_predictions, quality_gate
-from imgclf.export.onnx import export_onnx, onnx_logits, parity, quantize_int8, read_metadata
+from imgclf.export.onnx import export_onnx, onnx_logits, parity, read_metadata
+from imgclf.export.quantize import quantize_int8
 from imgclf.train.loop import predict_logits
 
 

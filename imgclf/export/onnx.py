@@ -1,29 +1,32 @@
-"""ONNX export with the PreprocessSpec and class names inside the file, INT8 static quantisation
-calibrated on validation images, and parity checks against torch."""
+"""ONNX export with the PreprocessSpec and class names inside the file, and parity checks against
+torch. INT8 quantisation (which recipe, and whether to serve it at all) is in `imgclf.export.quantize`."""
 
 from __future__ import annotations
 
 import io
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imgclf.bundle import TrainedModel
+from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, TrainedModel
 from imgclf.preprocess import PreprocessSpec
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Clip", "Add"]
 
 
 @dataclass
 class ExportedModel:
     onnx: bytes
-    onnx_int8: bytes
-    report: dict[str, Any] = field(default_factory=dict)  # parity and accuracy figures
+    onnx_int8: bytes | None  # the chosen INT8 recipe's model; None when no recipe beat fp32
+    report: dict[str, Any] = field(default_factory=dict)  # parity, the INT8 recipe table and the choice
+
+    @property
+    def serving_file(self) -> str:
+        """The file the service loads: INT8 only when a recipe was chosen (faster and accurate enough)."""
+        return ONNX_FILE if self.onnx_int8 is None else ONNX_INT8_FILE
 
 
 def export_onnx(trained: TrainedModel, opset: int = 17) -> bytes:
@@ -67,55 +70,24 @@ def read_metadata(model: bytes | str | Path) -> tuple[list[str], PreprocessSpec]
     return json.loads(meta["imgclf.class_names"]), PreprocessSpec.from_dict(json.loads(meta["imgclf.preprocess"]))
 
 
-def onnx_logits(model: bytes | str | Path, images: np.ndarray, spec: PreprocessSpec, batch_size: int = 64) -> np.ndarray:
+def cpu_session(model: bytes | str | Path, spinning: bool = True):
+    """An onnxruntime CPU session on all cores. `spinning=False` for sessions timed in turn in one
+    process: a pool's threads spin after each run and would steal the cores from the next session
+    (measured here, resnet10t at 32 px: fp32 at batch 32 fell from 2300 to 1300 images/s when timed in turn
+    with a spinning INT8 session)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(model, images: np.ndarray, spec: PreprocessSpec, batch_size: int = 64) -> np.ndarray:
+    """Logits for uint8 images (N, H, W, 3); `model` is ONNX bytes, a path or an open session."""
+    session = model if hasattr(model, "run") else cpu_session(model)
     outs = [session.run([OUTPUT_NAME], {INPUT_NAME: spec.normalize(images[i : i + batch_size])})[0] for i in range(0, len(images), batch_size)]
     return np.concatenate(outs)
-
-
-def quantize_int8(fp32: bytes, calibration_images: np.ndarray, spec: PreprocessSpec, batch_size: int = 32) -> bytes:
-    """Static INT8 (QDQ, uint8 activations / int8 weights, per channel), calibrated on `calibration_images`.
-
-    U8S8 rather than the S8S8 default: S8S8 measured slower than fp32 on this class of CPU. Only the
-    compute ops are quantised: quantising the shape arithmetic of timm's TF-"SAME" padding (Shape,
-    Ceil, Pad, ...) dropped EfficientNet-Lite0's top-1 agreement with fp32 to 44% on the digits.
-    """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = iter(
-                [{INPUT_NAME: spec.normalize(calibration_images[i : i + batch_size])} for i in range(0, len(calibration_images), batch_size)]
-            )
-
-        def get_next(self):
-            return next(self._batches, None)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
-        src.write_bytes(fp32)
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre),
-            str(dst),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=QUANTIZED_OPS,
-        )
-        import onnx
-
-        proto = onnx.load(str(dst))
-        src_meta = {p.key: p.value for p in onnx.load_from_string(fp32).metadata_props}
-        for key, value in src_meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        return proto.SerializeToString()
 
 
 def parity(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> dict[str, float]:

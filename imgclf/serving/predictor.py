@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf.bundle import ONNX_FILE, SPEC_FILE
+from imgclf.bundle import SPEC_FILE, serving_model
 from imgclf.data.decode import open_image
 from imgclf.export.onnx import INPUT_NAME, OUTPUT_NAME, read_metadata
 
@@ -33,14 +33,13 @@ class Predictor:
 
     @classmethod
     def from_path(cls, path: str | Path, model_version: str | None = None) -> "Predictor":
-        """A bundle folder (uses its `serving_model`, default model.onnx) or an .onnx file."""
+        """A bundle folder (the ONNX file its spec says to serve, default model.onnx) or an .onnx file."""
         path = Path(path)
         if path.is_dir():
             spec_file = path / SPEC_FILE
             spec = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
-            onnx_name = spec.get("serving", {}).get("model", ONNX_FILE)
             version = model_version or str(spec.get("info", {}).get("registry_version", "local"))
-            return cls(path / onnx_name, version)
+            return cls(path / serving_model(path), version)
         return cls(path, model_version or "local")
 
     def predict(self, data: bytes, top_k: int = 3) -> dict:

@@ -32,6 +32,9 @@ from imgclf.train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 OnEpoch = Callable[[dict[str, float], int], None]
+# (logits, targets, model input) -> loss: the training loss with the batch the model saw (augmented,
+# mixed, normalised), e.g. knowledge distillation, where the teacher must see that same batch
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _seed_everything(seed: int) -> None:
@@ -39,15 +42,22 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-@torch.inference_mode()
 def predict_logits(
     model: nn.Module, images: np.ndarray, spec: PreprocessSpec, batch_size: int = 128, channels_last: bool = True
 ) -> np.ndarray:
-    """Logits for uint8 images (N, H, W, 3), preprocessed by `spec`, on the model's device."""
+    """Logits for uint8 images (N, H, W, 3), preprocessed by `spec`, on the model's device.
+
+    The memory-format change happens outside inference mode: inside it, the module's parameters would
+    become inference tensors, and a later autograd pass (Grad-CAM) on the same module would fail."""
     model.eval()
     device = next(model.parameters()).device
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return _predict_batches(model, images, spec, batch_size, channels_last, device)
+
+
+def _predict_batches(model: nn.Module, images: np.ndarray, spec: PreprocessSpec, batch_size: int, channels_last: bool, device) -> np.ndarray:
     outs = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.array(images[start : start + batch_size], dtype=np.uint8)).permute(0, 3, 1, 2).to(device)
@@ -122,12 +132,17 @@ def fit(
     on_epoch: OnEpoch | None = None,
     checkpoint_dir: str | Path | None = None,
     tensorboard_dir: str | Path | None = None,
+    initial: TrainedModel | None = None,
+    loss_fn: LossFn | None = None,
 ) -> TrainedModel:
     """Train and return the weights of the epoch with the best validation score.
 
     Targets are class indices (N,) for single-label data or multi-hot (N, C) for multi-label data
     (BCE loss, scored by mAP). With `checkpoint_dir`, every epoch is checkpointed and a run started
     again with the same config continues from the last complete epoch.
+    `initial`: start from this bundle's network and weights (e.g. a pruned one, whose structure the
+    result keeps) instead of building `config.arch`. `loss_fn` replaces the training loss (validation
+    keeps plain cross-entropy / BCE).
     """
     dist_info = distributed.setup()
     device = dist_info.device
@@ -136,11 +151,19 @@ def fit(
     train_targets, val_targets = np.asarray(train_targets), np.asarray(val_targets)
     multi_label = train_targets.ndim == 2
 
-    model, mean, std = create(
-        config.arch, len(class_names), pretrained=config.pretrained, weights_file=config.weights_file,
-        drop_rate=config.drop_rate, image_size=config.image_size,
-    )
-    spec = PreprocessSpec(image_size=config.image_size, resize_mode=config.resize_mode, mean=mean, std=std)
+    if initial is None:
+        model, mean, std = create(
+            config.arch, len(class_names), pretrained=config.pretrained, weights_file=config.weights_file,
+            drop_rate=config.drop_rate, image_size=config.image_size,
+        )
+        spec = PreprocessSpec(image_size=config.image_size, resize_mode=config.resize_mode, mean=mean, std=std)
+    else:
+        spec = initial.preprocess
+        fits = (initial.arch, list(initial.class_names), spec.image_size, spec.resize_mode)
+        wanted = (config.arch, list(class_names), config.image_size, config.resize_mode)
+        if fits != wanted:
+            raise ValueError(f"the initial model (arch, classes, image size, resize mode) {fits} does not match the training run's {wanted}")
+        model = initial.build(drop_rate=config.drop_rate)
     if train_images.shape[1:3] != (spec.image_size, spec.image_size):
         raise ValueError(f"cached images are {train_images.shape[1:3]}, config asks for {spec.image_size}")
     model = model.to(device)
@@ -176,6 +199,7 @@ def fit(
     else:
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         val_criterion = nn.CrossEntropyLoss()
+    train_loss: LossFn = loss_fn or (lambda logits, target, x: criterion(logits, target))
     mix = policy.build_mix(len(class_names))
     targets_t = torch.from_numpy(train_targets.astype(np.float32) if multi_label else train_targets.astype(np.int64))
 
@@ -221,7 +245,7 @@ def fit(
                     train_model = torch.compile(model)
             model.train()  # a frozen backbone's norm layers stay in eval mode (set_backbone_trainable's hook)
             metrics = _train_one_epoch(
-                train_model, model, loader, epoch, spec, config, optimizer, scheduler, criterion, mix, targets_t,
+                train_model, model, loader, epoch, spec, config, optimizer, scheduler, train_loss, mix, targets_t,
                 ema, multi_label, device, dist_info,
             )
             eval_model = ema.module if ema is not None else model
@@ -273,6 +297,7 @@ def fit(
         class_names=list(class_names),
         preprocess=spec,
         state_dict=best_state,
+        structure=dict(initial.structure) if initial is not None else {},
         history=history,
         info={
             "best_val_score": best_score,
@@ -289,7 +314,7 @@ def fit(
 
 
 def _train_one_epoch(
-    train_model, model, loader, epoch, spec, config, optimizer, scheduler, criterion, mix, targets_t, ema,
+    train_model, model, loader, epoch, spec, config, optimizer, scheduler, train_loss, mix, targets_t, ema,
     multi_label, device, dist_info,
 ) -> dict[str, float]:
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
@@ -321,7 +346,7 @@ def _train_one_epoch(
             x, target = mix(x, y)
         with _autocast(config, device):
             logits = train_model(x)
-            loss = criterion(logits.float(), target)
+            loss = train_loss(logits.float(), target, x)
         (loss / config.accumulate_steps).backward()
         if number % config.accumulate_steps == 0:
             apply_update()
