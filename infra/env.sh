@@ -13,6 +13,7 @@ export ZENML_ENABLE_RICH_TRACEBACK=false
 export AUTO_OPEN_DASHBOARD=false
 export BENTOML_DO_NOT_TRACK=True
 export MLFLOW_DISABLE_TELEMETRY=true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false  # artifact downloads print one bar line per file otherwise
 export GX_ANALYTICS_ENABLED=false
 export DO_NOT_TRACK=true
 export HF_HUB_DISABLE_TELEMETRY=1

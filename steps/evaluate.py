@@ -36,8 +36,10 @@ def evaluate(
     """Score the model on the held-out test split against the production model (if any), decide the
     quality gate that deploy obeys, and write the HTML report and the model card."""
     zenml_model = get_step_context().model
-    champion = _production_model(zenml_model.name, production_alias)
+    champion, unavailable = _production_model(zenml_model.name, production_alias)
     result = evaluate_model(model, manifest, gate, config, champion)
+    if unavailable:
+        result.report.comparison_note = unavailable
     report, verdict = result.report, result.gate
     logger.info(
         "test accuracy %.4f [%.4f, %.4f], macro F1 %.4f [%.4f, %.4f], ECE %s, latency p50 %s ms",
@@ -52,28 +54,30 @@ def evaluate(
     html = render_html(report, verdict, result.figures, title, facts)
     card_md = model_card(model, manifest, report, verdict, card, zenml_model.name, str(zenml_model.version))
     metrics = report.metrics()
-    if report.comparison:
-        from imgclf.evaluate.stats import ModelComparison
-
-        metrics.update(ModelComparison(**report.comparison).metrics())
     mlflow.log_metrics(metrics)
     mlflow.log_dict({"class_names": report.class_names, "confusion": report.confusion}, "confusion_matrix.json")
     mlflow.log_text(html, "evaluation/report.html")
     mlflow.log_text(card_md, "model_card.md")
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, png) in enumerate(result.figures.items()):
-            Path(tmp, f"{i:02d}-{name.lower().replace(' ', '_').replace(':', '')}.png").write_bytes(png)
+        for name, png in result.figure_files().items():
+            Path(tmp, name).write_bytes(png)
         mlflow.log_artifacts(tmp, "evaluation/figures")
     log_metadata(metadata={**metrics, "quality_gate_passed": verdict.passed, "comparison": report.comparison_note})
     return report, verdict, HTMLString(html), MarkdownString(card_md)
 
 
-def _production_model(name: str, alias: str) -> Champion | None:
-    """The registry's `alias` version of `name`, loaded, or None when there is none yet."""
+def _production_model(name: str, alias: str) -> tuple[Champion | None, str]:
+    """The registry's `alias` version of `name`, loaded; or None and why it could not be (a broken
+    production entry must not stop a new model from being evaluated)."""
     tracking_uri = Client().active_stack.experiment_tracker.get_tracking_uri()
     version = alias_version(name, alias, tracking_uri)
     if version is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="imgclf-production-") as tmp:
-        bundle, _ = fetch_bundle(f"models:/{name}/{version}", tmp, tracking_uri)
-        return Champion(model=TrainedModel.load(bundle), label=f"models:/{name}/{version} (@{alias})")
+        return None, ""
+    uri = f"models:/{name}/{version}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="imgclf-production-") as tmp:
+            bundle, _ = fetch_bundle(uri, tmp, tracking_uri)
+            return Champion(model=TrainedModel.load(bundle), label=f"{uri} (@{alias})"), ""
+    except Exception as exc:  # noqa: BLE001 - reported in the report and the log instead
+        logger.warning("could not load the production model %s: %s", uri, exc)
+        return None, f"production model {uri} (@{alias}) could not be loaded, so no comparison: {type(exc).__name__}: {exc}"

@@ -20,14 +20,10 @@ def quantize(
     of train images, chosen on val (the test split stays untouched by the choice), timed against fp32
     here; INT8 ships only if a recipe won."""
     spec = model.preprocess
-    val, test = manifest.subset("val"), manifest.subset("test")
-
-    def labels(subset: DatasetManifest):
-        return subset.label_matrix(model.class_names) if manifest.multi_label else subset.label_indices(model.class_names)
-
+    val, test, names = manifest.subset("val"), manifest.subset("test"), model.class_names
     exported, search = export_checked(
-        model, calibration_sample(decoded_images(manifest.subset("train"), spec)), decoded_images(val, spec), labels(val), config,
-        test_images=decoded_images(test, spec), test_labels=labels(test),
+        model, calibration_sample(decoded_images(manifest.subset("train"), spec)), decoded_images(val, spec), val.targets(names, manifest.multi_label), config,
+        test_images=decoded_images(test, spec), test_labels=test.targets(names, manifest.multi_label),
     )
     if exported.onnx_int8 is not None and exported.report["test_int8_top1_agreement"] < 0.99:
         logger.warning("the chosen INT8 recipe agrees with torch on only %.1f%% of the test split",

@@ -11,7 +11,7 @@ from imgclf.augment import AugmentPolicy
 from imgclf.bundle import TrainedModel
 from imgclf.data.manifest import DatasetManifest
 from imgclf.export.distill import DistillConfig, distill
-from imgclf.export.prune import PruneConfig, prune_and_finetune
+from imgclf.export.prune import PruneConfig, compression_metadata, prune_and_finetune
 from imgclf.train.config import TrainConfig
 from imgclf.train.loop import fit_manifest
 
@@ -28,7 +28,7 @@ def train(
 ) -> Annotated[TrainedModel, "trained_model"]:
     """Fine-tune `config.arch` on the train split; keep the weights that score best on val. Optionally
     distil it into a smaller student and/or prune channels (in that order); the smaller model is then
-    the one the pipeline evaluates, exports and ships, so the gate judges what is served.
+    the one the pipeline evaluates, exports and ships, so the gate judges the compressed network.
 
     Checkpoints live under .state/checkpoints/<data>-<config>: a crashed or killed run started again
     with the same data and config continues from its last complete epoch. They are removed once the
@@ -47,7 +47,6 @@ def train(
         tensorboard_dir=state / "tensorboard" / run_key,
     )
     shutil.rmtree(checkpoints, ignore_errors=True)
-    info = trained.info
     if distill_into is not None:
         trained, _alone, report = distill(trained, manifest, distill_into, policy)
         logger.info("distilled %s into %s; the pipeline goes on with the student:\n%s", config.arch, distill_into.student, report.table())
@@ -56,6 +55,7 @@ def train(
         trained, report = prune_and_finetune(trained, manifest, prune, policy)
         logger.info("pruned %.0f%% of the channels; the pipeline goes on with the pruned model:\n%s", 100 * prune.amount, report.table())
         mlflow.log_dict(report.to_dict(), "prune_report.json")
+    info = trained.info  # of the model that ships (the student / the pruned fine-tune when enabled)
     log_metadata(
         metadata={
             "best_val_score": info["best_val_score"],
@@ -65,23 +65,8 @@ def train(
             "resumed_after_epoch": info["resumed_after_epoch"],
             "train_images_per_s": info["steady_train_images_per_s"],
             "shipped_arch": trained.arch,
-            **_compression_metadata(trained.info),
+            **compression_metadata(info),
         }
     )
     return trained
 
-
-def _compression_metadata(info: dict) -> dict:
-    """Before/after numbers of the optional distillation and pruning, flat for the dashboard."""
-    out = {}
-    if "distill_report" in info:
-        r = info["distill_report"]
-        out.update(distill_teacher_test_accuracy=r["teacher"]["test_accuracy"], distill_student_test_accuracy=r["student_distilled"]["test_accuracy"])
-        if r["student_alone"]:
-            out["distill_student_alone_test_accuracy"] = r["student_alone"]["test_accuracy"]
-    if "prune_report" in info:
-        r = info["prune_report"]
-        out.update(prune_params_before=r["before"]["params"], prune_params_after=r["after"]["params"],
-                   prune_macs_before=r["before"]["macs"], prune_macs_after=r["after"]["macs"],
-                   prune_test_accuracy_before=r["before"]["test_accuracy"], prune_test_accuracy_after=r["after"]["test_accuracy"])
-    return out

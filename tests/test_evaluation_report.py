@@ -155,7 +155,7 @@ def test_model_card_holds_the_real_numbers(small_model, evaluation, two_site_man
     assert two_site_manifest.content_hash() in card or trained.info["data_hash"] in card
     splits = two_site_manifest.records["split"].value_counts()
     assert f"train {splits['train']}, val {splits['val']}, test {splits['test']}" in card
-    assert "Worst site: **B**" in card
+    assert "- Worst site: B, accuracy" in card
     assert "`resnet10t`" in card and "| epochs | 3 |" in card
     assert "Quality gate passed" in card
     for line in evaluation.report.notes:
@@ -212,7 +212,9 @@ def test_production_alias_is_found_in_the_registry(small_model, mlflow_uri, tmp_
     assert alias_version("digits", "production", mlflow_uri) is None  # no model at all
     registered = register_bundle(trained.save(tmp_path / "bundle"), "digits")
     assert alias_version("digits", "production", mlflow_uri) is None  # a model, no alias
-    mlflow.MlflowClient(mlflow_uri).set_registered_model_alias("digits", "production", registered.version)
+    from imgclf.cli import main
+
+    assert main(["promote", "models:/digits/latest"]) == 0  # the CLI a user runs to set the champion
     assert alias_version("digits", "production", mlflow_uri) == registered.version
     describe_version("digits", registered.version, "# Model card", mlflow_uri)
     assert mlflow.MlflowClient(mlflow_uri).get_model_version("digits", registered.version).description == "# Model card"

@@ -113,7 +113,7 @@ def test_a_slower_recipe_loses_and_a_failing_one_is_recorded(data):
     broken = Int8Recipe(fp32_nodes=("no_such_node",))
     # per-channel is the recipe that is really fastest here; the injected clock makes it slower than fp32
     measure, calls = fake_measure({"fp32": 100.0, PER_CHANNEL.name: 90.0, PER_TENSOR.name: 150.0})
-    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=0.1, candidates=[PER_CHANNEL, PER_TENSOR, broken], measure=measure)
+    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=0.1, min_agreement=0.0, candidates=[PER_CHANNEL, PER_TENSOR, broken], measure=measure)
     assert search.chosen == PER_TENSOR.name and search.serve == "int8"
     assert search.chosen_model is not None and read_metadata(search.chosen_model)[0] == trained.class_names
     rows = {row["recipe"]: row for row in search.report()["recipes"]}
@@ -129,19 +129,31 @@ def test_a_slower_recipe_loses_and_a_failing_one_is_recorded(data):
 def test_speeds_within_noise_are_a_tie_that_accuracy_breaks(data):
     trained, fp32, calibration, images, labels, _ = data
     clearly_faster, _ = fake_measure({"fp32": 100.0, PER_CHANNEL.name: 150.0, PER_TENSOR.name: 120.0})
-    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=1.0, candidates=[PER_CHANNEL, PER_TENSOR], measure=clearly_faster)
+    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=1.0, min_agreement=0.0, candidates=[PER_CHANNEL, PER_TENSOR], measure=clearly_faster)
     assert search.chosen == PER_CHANNEL.name  # 25% faster wins whatever the accuracy
     tie, _ = fake_measure({"fp32": 100.0, PER_CHANNEL.name: 150.0, PER_TENSOR.name: 146.0})
-    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=1.0, candidates=[PER_CHANNEL, PER_TENSOR], measure=tie)
+    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=1.0, min_agreement=0.0, candidates=[PER_CHANNEL, PER_TENSOR], measure=tie)
     rows = search.report()["recipes"]
     assert search.chosen == max(rows, key=lambda r: (r["accuracy"], r["speedup"]))["recipe"]
     assert [r["why"] for r in rows if not r["chosen"]] == ["qualifies; another recipe was chosen"]
 
 
+def test_a_recipe_that_flips_images_loses_even_when_accuracy_holds(data):
+    trained, fp32, calibration, images, labels, _ = data
+    fast, _ = fake_measure({"fp32": 100.0, PER_CHANNEL.name: 300.0, PER_TENSOR.name: 300.0})
+    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=1.0, min_agreement=1.0,
+                         candidates=[PER_CHANNEL, PER_TENSOR], measure=fast)
+    rows = search.report()["recipes"]
+    assert all(row["ok"] == (row["top1_agreement"] >= 1.0) for row in rows)
+    flipped = [row for row in rows if row["top1_agreement"] < 1.0]
+    assert flipped and all(row["why"].startswith("top-1 agreement with fp32") for row in flipped)
+    assert "top-1 agreement with fp32 >= 1.0" in recipe_table_markdown(search.report())
+
+
 def test_fp32_is_served_when_every_recipe_is_slower(data):
     trained, fp32, calibration, images, labels, _ = data
     measure, _ = fake_measure({"fp32": 100.0, PER_CHANNEL.name: 104.0, PER_TENSOR.name: 80.0})
-    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=0.1, candidates=[PER_CHANNEL, PER_TENSOR], measure=measure)
+    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=0.1, min_agreement=0.0, candidates=[PER_CHANNEL, PER_TENSOR], measure=measure)
     assert search.chosen is None and search.serve == "fp32" and search.chosen_model is None
     assert search.summary() == NO_RECIPE == "no INT8 recipe beat fp32; serving fp32"
     assert [row["why"] for row in search.report()["recipes"]] == ["speedup 1.04x < required 1.05x", "speedup 0.80x < required 1.05x"]
@@ -168,7 +180,7 @@ def test_an_inaccurate_recipe_loses_however_fast(data):
 def test_held_out_split_reports_parity_and_int8_agreement(data):
     trained, fp32, calibration, images, labels, reference = data
     half = len(images) // 2  # choose on the first half, report on the second
-    config = ExportConfig(candidates=[PER_CHANNEL], tolerance=0.1)
+    config = ExportConfig(candidates=[PER_CHANNEL], tolerance=0.1, min_agreement=0.0)
     exported, search = export_checked(trained, calibration, images[:half], labels[:half], config,
                                       fake_measure({"fp32": 100.0, PER_CHANNEL.name: 300.0})[0], images[half:], labels[half:])
     report = exported.report
@@ -186,7 +198,7 @@ def test_bundle_serves_int8_only_when_chosen(data, tmp_path):
     from zenml.enums import VisualizationType
 
     trained, fp32, calibration, images, labels, _ = data
-    config = ExportConfig(candidates=[PER_TENSOR], tolerance=0.1)
+    config = ExportConfig(candidates=[PER_TENSOR], tolerance=0.1, min_agreement=0.0)
     lost, _ = export_checked(trained, calibration, images, labels, config, fake_measure({"fp32": 100.0, PER_TENSOR.name: 50.0})[0])
     won, _ = export_checked(trained, calibration, images, labels, config, fake_measure({"fp32": 100.0, PER_TENSOR.name: 300.0})[0])
     assert lost.onnx_int8 is None and lost.serving_file == ONNX_FILE and lost.report["serve"] == "fp32"
@@ -235,7 +247,9 @@ def test_imgclf_export_writes_every_format_and_a_report(small_model, digits_dir,
         assert (out / name).is_file() and name in report["files"]
     assert report["onnx_max_abs_logit_diff"] < 1e-3 and report["onnx_top1_agreement"] == 1.0
     split, _ = split_usable(load_source(digits_dir), SplitConfig(seed=trained.info["train_config"]["seed"]))
-    assert report["eval_images"] == len(split.subset("test")) > 0  # the test split, as imgclf train splits the data
+    # val (as imgclf train splits the data) chooses the recipe; test reports parity untouched by that choice
+    assert report["eval_images"] == len(split.subset("val")) > 0 and report["test_images"] == len(split.subset("test")) > 0
+    assert report["test_onnx_max_abs_logit_diff"] < 1e-3 and report["test_onnx_top1_agreement"] == 1.0
     assert report["torchscript"]["top1_agreement"] == 1.0
     assert [row["recipe"] for row in report["int8_search"]["recipes"]] == [PER_CHANNEL.name, PER_TENSOR.name]
     assert report["serve"] == ("int8" if report["int8_recipe"] else "fp32") and report["int8_file"]["served"] == (report["serve"] == "int8")

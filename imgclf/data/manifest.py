@@ -66,6 +66,11 @@ class DatasetManifest:
             out[row, [index[name] for name in labels]] = 1.0
         return out
 
+    def targets(self, class_names: list[str], multi_label: bool) -> np.ndarray:
+        """What a model is trained and scored against: class indices, or multi-hot rows for multi-label
+        data. `multi_label` is the whole data set's (a split may happen to hold single labels only)."""
+        return self.label_matrix(class_names) if multi_label else self.label_indices(class_names)
+
     def absolute_paths(self) -> list[Path]:
         root = Path(self.root)
         return [root / p for p in self.records["path"]]

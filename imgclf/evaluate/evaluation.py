@@ -5,6 +5,7 @@ HTML report. The evaluate step and the tests call this; the step only logs what 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,10 @@ class Evaluation:
     gate: GateResult
     figures: dict[str, bytes]  # figure title -> PNG
 
+    def figure_files(self) -> dict[str, bytes]:
+        """The figures under file names that keep the report's order: `00-per-class_accuracy.png`, ..."""
+        return {f"{i:02d}-{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png": png for i, (name, png) in enumerate(self.figures.items())}
+
 
 def evaluate_model(
     trained: TrainedModel,
@@ -74,6 +79,9 @@ def evaluate_model(
     logits = predict_logits(network, images, trained.preprocess)
     if manifest.multi_label:
         report = _multilabel_report(trained, network, manifest, logits, config)
+        report.comparison_note = "not compared with the production model: the comparison is single-label only"
+        if test.extra_columns:
+            report.subgroups = {"skipped": {c: "subgroup metrics are single-label only" for c in test.extra_columns}}
         figures = {}
     else:
         y_true = test.label_indices(trained.class_names)
@@ -86,13 +94,14 @@ def evaluate_model(
                 test.records[extra], y_true, probs.argmax(1), len(trained.class_names),
                 min_images=config.subgroup_min_images, n_bootstrap=config.n_bootstrap, seed=config.seed,
             ).to_dict()
-        report.comparison, report.comparison_note = _compare(champion, test, y_true, probs, trained.class_names, config)
+        report.comparison, report.comparison_note = _compare(
+            champion, test, y_true, probs, trained.class_names, config, trained.info.get("data_hash"))
     if config.measure_latency:
         report = report.with_latency(measure_model_latency(network, trained.preprocess))
     return Evaluation(report=report, gate=quality_gate(report, gate), figures=figures)
 
 
-def _compare(champion, test, y_true, probs, class_names, config) -> tuple[dict | None, str]:
+def _compare(champion, test, y_true, probs, class_names, config, challenger_data_hash) -> tuple[dict | None, str]:
     if champion is None:
         return None, "no production model in the registry: nothing to compare with"
     if list(champion.model.class_names) != list(class_names):
@@ -101,7 +110,11 @@ def _compare(champion, test, y_true, probs, class_names, config) -> tuple[dict |
     spec = champion.model.preprocess
     champion_probs = softmax(predict_logits(champion.model.build(), decoded_images(test, spec), spec))
     result = compare_models(y_true, champion_probs, probs, n_bootstrap=config.n_bootstrap, seed=config.seed, n_classes=len(class_names))
-    return result.to_dict(), f"compared with production model {champion.label}: {result.explain()}"
+    note = f"compared with production model {champion.label}: {result.explain()}"
+    if champion.model.info.get("data_hash") != challenger_data_hash:
+        note += ("; caution: production was trained on other data (or its data is unknown), so some of these test images "
+                 "may have been in its training set")
+    return result.to_dict(), note
 
 
 def _figures(network, trained, images, y_true, probs, report, config) -> dict[str, bytes]:

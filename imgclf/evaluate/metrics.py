@@ -117,6 +117,10 @@ class EvaluationReport:
         if self.multi_label:
             optional["test_map"] = self.multi_label.get("mean_average_precision")
             optional["test_micro_f1"] = self.multi_label.get("micro_f1")
+        if self.comparison:
+            from imgclf.evaluate.stats import ModelComparison
+
+            optional.update(ModelComparison(**self.comparison).metrics())
         out.update({k: float(v) for k, v in optional.items() if _num(v) is not None})
         return out
 

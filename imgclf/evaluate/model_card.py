@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from imgclf.bundle import TrainedModel
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate.metrics import EvaluationReport, GateResult
-from imgclf.evaluate.report import ci, failure_patterns, fmt, worst_classes
+from imgclf.evaluate.report import SUBGROUP_HEADER, failure_lines, fmt, headline_rows, subgroup_rows, worst_subgroup_lines
 
 
 class ModelCardConfig(BaseModel):
@@ -63,32 +63,37 @@ def _training_section(trained: TrainedModel) -> str:
         f"- Preprocessing: {spec.image_size} px, mean {list(spec.mean)}, std {list(spec.std)}",
         f"- Best validation score {fmt(trained.info.get('best_val_score'))} at epoch {trained.info.get('best_epoch')}"
         + (" (stopped early)" if trained.info.get("stopped_early") else ""),
+        *_lineage(trained.info),
         "",
         _table(["setting", "value"], rows) if rows else "",
     ]
     return "\n".join(lines)
 
 
+def _lineage(info: dict[str, Any]) -> list[str]:
+    """How a distilled or pruned model came to be (its settings above are the last training run's)."""
+    out = []
+    if "distill_report" in info:
+        r = info["distill_report"]
+        out.append(f"- Distilled from a `{r['teacher_arch']}` teacher (temperature {r['temperature']}, alpha {r['alpha']}, "
+                   f"{r['epochs']} epochs): student test accuracy {r['student_distilled']['test_accuracy']:.4f} vs teacher "
+                   f"{r['teacher']['test_accuracy']:.4f}")
+    if "prune_report" in info:
+        r = info["prune_report"]
+        out.append(f"- Channel-pruned by {r['amount']:.0%} and fine-tuned {r['finetune_epochs']} epochs: parameters "
+                   f"{r['before']['params']:,} -> {r['after']['params']:,}, test accuracy {r['before']['test_accuracy']:.4f} -> "
+                   f"{r['after']['test_accuracy']:.4f}")
+    return out
+
+
 def _metrics_section(report: EvaluationReport, gate: GateResult) -> str:
-    accuracy_name = "exact-match accuracy" if report.multi_label else "accuracy"
-    rows = [
-        [accuracy_name, ci(report.accuracy, report.accuracy_ci_low, report.accuracy_ci_high)],
-        ["macro F1", ci(report.macro_f1, report.macro_f1_ci_low, report.macro_f1_ci_high)],
-    ]
-    if report.multi_label:
-        rows.append(["mAP", fmt(report.multi_label.get("mean_average_precision"))])
-    else:
-        rows += [["weighted F1", fmt(report.weighted_f1)], ["ROC-AUC (macro, one-vs-rest)", fmt(report.roc_auc_macro)],
-                 ["expected calibration error", fmt(report.ece)]]
-    rows += [["latency batch 1 p50 (ms)", fmt(report.latency_p50_ms, 2)], ["throughput batch 32 (images/s)", fmt(report.batch32_images_per_s, 1)]]
-    verdict = "passed" if gate.passed else "FAILED"
     lines = [
         f"On the held-out test split ({report.n_images} images); intervals are {100 * report.ci_level:g}% bootstrap "
         f"({report.n_bootstrap} resamples, seed {report.bootstrap_seed}).",
         "",
-        _table(["metric", "value"], rows),
+        _table(["metric", "value"], headline_rows(report)),
         "",
-        f"Quality gate {verdict}: {gate.explain()}",
+        f"Quality gate {'passed' if gate.passed else 'FAILED'}: {gate.explain()}",
     ]
     if report.comparison_note:
         lines += ["", f"Production comparison: {report.comparison_note}"]
@@ -96,26 +101,11 @@ def _metrics_section(report: EvaluationReport, gate: GateResult) -> str:
 
 
 def _subgroup_section(report: EvaluationReport) -> str:
-    sg = report.subgroups or {}
-    if not sg.get("rows"):
-        return "No subgroup columns in the manifest; performance per site, device or population is unknown."
-    rows = [[r["column"], r["value"], r["n_images"], ci(r["accuracy"], r["accuracy_ci_low"], r["accuracy_ci_high"]), fmt(r["macro_f1"])]
-            for r in sg["rows"]]
-    worst = [f"- Worst {c}: **{r['value']}**, accuracy {fmt(r['accuracy'])} on {r['n_images']} images" for c, r in sg.get("worst", {}).items()]
-    return "\n".join([_table(["column", "value", "images", "accuracy [95% CI]", "macro F1"], rows), "", *worst])
-
-
-def _failure_section(report: EvaluationReport) -> str:
-    if report.multi_label:
-        ap = report.multi_label.get("average_precision", {})
-        low = sorted(ap.items(), key=lambda kv: kv[1])[:3]
-        return "Labels with the lowest average precision: " + ", ".join(f"{n} ({v:.4f})" for n, v in low) if low else "n/a"
-    patterns = failure_patterns(report)
-    lines = [f"- {p}" for p in patterns] or ["- No confusions on the test split."]
-    worst = worst_classes(report)
-    if worst:
-        lines.append("- Lowest per-class accuracy: " + ", ".join(f"{n} {a:.4f} (n={s})" for n, a, s in worst))
-    return "\n".join(lines)
+    rows = subgroup_rows(report)
+    skipped = [f"- {column}: {why}" for column, why in (report.subgroups or {}).get("skipped", {}).items()]
+    if not rows:
+        return "\n".join(skipped or ["No subgroup columns in the manifest; performance per site, device or population is unknown."])
+    return "\n".join([_table(SUBGROUP_HEADER, rows), "", *[f"- {line}" for line in worst_subgroup_lines(report)], *skipped])
 
 
 def _limitations(report: EvaluationReport, config: ModelCardConfig) -> str:
@@ -162,7 +152,7 @@ def model_card(
         "## Training", _training_section(trained),
         "## Metrics", _metrics_section(report, gate),
         "## Subgroups", _subgroup_section(report),
-        "## Known failure patterns", _failure_section(report),
+        "## Known failure patterns", "\n".join(f"- {line}" for line in failure_lines(report)),
         "## Limitations and caveats", _limitations(report, config),
     ]
     return "\n\n".join(sections) + "\n"

@@ -42,19 +42,61 @@ def ci(value: Any, low: Any, high: Any) -> str:
 
 
 def worst_classes(report: EvaluationReport, n: int = 3) -> list[tuple[str, float, int]]:
-    """The `n` classes with the lowest accuracy (recall): (name, accuracy, test images)."""
+    """Up to `n` classes with the lowest accuracy (recall) below 1: (name, accuracy, test images)."""
     scored = [(name, acc, int(report.per_class.get(name, {}).get("support") or 0))
-              for name, acc in report.per_class_accuracy.items() if acc is not None]
+              for name, acc in report.per_class_accuracy.items() if acc is not None and acc < 1.0]
     return sorted(scored, key=lambda t: (t[1], t[0]))[:n]
 
 
-def failure_patterns(report: EvaluationReport, top: int = 5) -> list[str]:
-    """The most frequent confusions in words: `true 8 predicted as 1: 3 of 27 (11.1%)`."""
-    out = []
+def failure_lines(report: EvaluationReport, top: int = 5) -> list[str]:
+    """How the model fails, in words: the most frequent confusions (`true 8 predicted as 1: 3 of 27
+    (11.1%)`) and the weakest classes; for multi-label data the labels with the lowest AP."""
+    if report.multi_label:
+        low = sorted(report.multi_label.get("average_precision", {}).items(), key=lambda kv: kv[1])[:3]
+        return ["Lowest average precision: " + ", ".join(f"{n} ({v:.4f})" for n, v in low)] if low else []
+    lines = []
     for t, p, count in confused_pairs(report.confusion, top):
         support = sum(report.confusion[t])
-        out.append(f"true {report.class_names[t]} predicted as {report.class_names[p]}: {count} of {support} ({100 * count / support:.1f}%)")
-    return out
+        lines.append(f"true {report.class_names[t]} predicted as {report.class_names[p]}: {count} of {support} ({100 * count / support:.1f}%)")
+    worst = worst_classes(report)
+    if worst:
+        lines.append("Lowest per-class accuracy: " + ", ".join(f"{n} {a:.4f} (n={s})" for n, a, s in worst))
+    return lines or ["No confusions on the test split."]
+
+
+def headline_rows(report: EvaluationReport) -> list[list[str]]:
+    """[metric, value] rows of the headline metrics, CIs included (report and model card)."""
+    rows = [
+        ["exact-match accuracy" if report.multi_label else "accuracy", ci(report.accuracy, report.accuracy_ci_low, report.accuracy_ci_high)],
+        ["macro F1", ci(report.macro_f1, report.macro_f1_ci_low, report.macro_f1_ci_high)],
+    ]
+    if report.multi_label:
+        rows += [["mAP", fmt(report.multi_label.get("mean_average_precision"))], ["micro F1", fmt(report.multi_label.get("micro_f1"))]]
+    else:
+        rows += [
+            ["weighted F1", fmt(report.weighted_f1)],
+            ["macro precision / recall", f"{fmt(report.macro_precision)} / {fmt(report.macro_recall)}"],
+            *[[f"top-{k} accuracy", fmt(v)] for k, v in report.top_k_accuracy.items()],
+            ["ROC-AUC (one-vs-rest, macro)", fmt(report.roc_auc_macro)],
+            ["expected calibration error", fmt(report.ece)],
+        ]
+    return rows + [
+        ["latency batch 1, p50 / p95 (ms)", f"{fmt(report.latency_p50_ms, 2)} / {fmt(report.latency_p95_ms, 2)}"],
+        ["throughput batch 32 (images/s)", fmt(report.batch32_images_per_s, 1)],
+    ]
+
+
+SUBGROUP_HEADER = ["column", "value", "test images", "accuracy [95% CI]", "macro F1"]
+
+
+def subgroup_rows(report: EvaluationReport) -> list[list[Any]]:
+    return [[r["column"], r["value"], r["n_images"], ci(r["accuracy"], r["accuracy_ci_low"], r["accuracy_ci_high"]), fmt(r["macro_f1"])]
+            for r in (report.subgroups or {}).get("rows", [])]
+
+
+def worst_subgroup_lines(report: EvaluationReport) -> list[str]:
+    return [f"Worst {column}: {row['value']}, accuracy {ci(row['accuracy'], row['accuracy_ci_low'], row['accuracy_ci_high'])} "
+            f"on {row['n_images']} images" for column, row in (report.subgroups or {}).get("worst", {}).items()]
 
 
 def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
@@ -73,29 +115,10 @@ def _gate_html(gate: GateResult) -> str:
 
 
 def _headline(report: EvaluationReport) -> str:
-    accuracy_name = "exact-match accuracy" if report.multi_label else "accuracy"
-    rows = [
-        [accuracy_name, ci(report.accuracy, report.accuracy_ci_low, report.accuracy_ci_high)],
-        ["macro F1", ci(report.macro_f1, report.macro_f1_ci_low, report.macro_f1_ci_high)],
-    ]
-    if report.multi_label:
-        rows += [["mAP", fmt(report.multi_label.get("mean_average_precision"))], ["micro F1", fmt(report.multi_label.get("micro_f1"))]]
-    else:
-        rows += [
-            ["weighted F1", fmt(report.weighted_f1)],
-            ["macro precision / recall", f"{fmt(report.macro_precision)} / {fmt(report.macro_recall)}"],
-            *[[f"top-{k} accuracy", fmt(v)] for k, v in report.top_k_accuracy.items()],
-            ["ROC-AUC (one-vs-rest, macro)", fmt(report.roc_auc_macro)],
-            ["expected calibration error", fmt(report.ece)],
-        ]
-    rows += [
-        ["latency batch 1, p50 / p95 (ms)", f"{fmt(report.latency_p50_ms, 2)} / {fmt(report.latency_p95_ms, 2)}"],
-        ["throughput batch 32 (images/s)", fmt(report.batch32_images_per_s, 1)],
-    ]
     level = f"{100 * report.ci_level:g}%"
     caption = (f"<p class=sub>{report.n_images} test images. Intervals: {level} percentile bootstrap, "
                f"{report.n_bootstrap} resamples, seed {report.bootstrap_seed}.</p>") if report.n_bootstrap else ""
-    return _table(["metric", "value"], rows) + caption
+    return _table(["metric", "value"], headline_rows(report)) + caption
 
 
 def _comparison_html(report: EvaluationReport) -> str:
@@ -147,14 +170,10 @@ def _subgroups_html(report: EvaluationReport) -> str:
     sg = report.subgroups
     if not sg or (not sg.get("rows") and not sg.get("skipped")):
         return "<p>The manifest has no extra columns (such as <code>site</code>), so there are no subgroups to compare.</p>"
-    parts = []
-    for column, row in sg.get("worst", {}).items():
-        parts.append(f'<div class="note">Worst {_e(column)}: <b>{_e(row["value"])}</b>, accuracy '
-                     f'{ci(row["accuracy"], row["accuracy_ci_low"], row["accuracy_ci_high"])} on {row["n_images"]} images</div>')
-    rows = [[r["column"], r["value"], r["n_images"], ci(r["accuracy"], r["accuracy_ci_low"], r["accuracy_ci_high"]), fmt(r["macro_f1"])]
-            for r in sg.get("rows", [])]
+    parts = [f'<div class="note">{_e(line)}</div>' for line in worst_subgroup_lines(report)]
+    rows = subgroup_rows(report)
     if rows:
-        parts.append(_table(["column", "value", "test images", "accuracy [95% CI]", "macro F1"], rows, left=2))
+        parts.append(_table(SUBGROUP_HEADER, rows, left=2))
     parts += [f"<p>{_e(column)}: {_e(why)}</p>" for column, why in sg.get("skipped", {}).items()]
     return "".join(parts)
 
@@ -168,11 +187,7 @@ def render_html(
         f'<figure><img alt="{_e(name)}" src="{png_data_uri(png)}"><figcaption>{_e(name)}</figcaption></figure>'
         for name, png in figures.items()
     )
-    patterns = failure_patterns(report) if report.confusion else []
-    worst = worst_classes(report)
-    failure_html = ("<ul>" + "".join(f"<li>{_e(p)}</li>" for p in patterns) + "</ul>") if patterns else "<p>No confusions on the test split.</p>"
-    if worst:
-        failure_html += "<p>Lowest per-class accuracy: " + ", ".join(f"{_e(n)} {a:.4f} (n={s})" for n, a, s in worst) + "</p>"
+    failure_html = "<ul>" + "".join(f"<li>{_e(line)}</li>" for line in failure_lines(report)) + "</ul>"
     notes = "".join(f'<div class="note">{_e(n)}</div>' for n in report.notes)
     sections = [
         ("Quality gate", _gate_html(gate)),

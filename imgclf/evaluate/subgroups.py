@@ -32,22 +32,6 @@ class SubgroupReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "SubgroupReport":
-        return cls(
-            rows=[SubgroupRow(**r) for r in data.get("rows", [])],
-            worst={k: SubgroupRow(**v) for k, v in data.get("worst", {}).items()},
-            skipped=dict(data.get("skipped", {})),
-            min_images=int(data.get("min_images", 5)),
-        )
-
-    def summary(self) -> list[str]:
-        """One line per column: its worst subgroup against the others."""
-        return [
-            f"worst {column}: {row.value} (accuracy {row.accuracy:.4f} [{row.accuracy_ci_low:.4f}, {row.accuracy_ci_high:.4f}], n={row.n_images})"
-            for column, row in self.worst.items()
-        ]
-
 
 def subgroup_metrics(
     metadata: pd.DataFrame,

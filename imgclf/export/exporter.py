@@ -42,6 +42,7 @@ class ExportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tolerance: float = Field(0.01, ge=0, le=1, description="largest accuracy drop (fraction) an INT8 recipe may have vs fp32")
+    min_agreement: float = Field(0.99, ge=0, le=1, description="smallest share of images on which an INT8 recipe must agree with fp32 on top-1")
     min_speedup: float = Field(1.05, gt=0, description="an INT8 recipe must be at least this much faster than ORT fp32 at batch 32")
     candidates: list[Int8Recipe] | None = Field(None, description="INT8 recipes to try; null: the default list")
     rounds: int = Field(3, ge=1, description="interleaved timing rounds; speedups are medians over them")
@@ -91,7 +92,7 @@ def export_checked(
     _check(ONNX_FILE, onnx_parity, config, len(eval_images))
     search = search_int8(
         fp32, calibration_images, eval_images, eval_labels, spec,
-        tolerance=config.tolerance, min_speedup=config.min_speedup,
+        tolerance=config.tolerance, min_agreement=config.min_agreement, min_speedup=config.min_speedup,
         candidates=tuple(config.candidates) if config.candidates is not None else DEFAULT_CANDIDATES,
         measure=measure, rounds=config.rounds,
     )

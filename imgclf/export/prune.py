@@ -428,3 +428,18 @@ def prune_and_finetune(
     )
     result.info["prune_report"] = report.to_dict()
     return result, report
+
+
+def compression_metadata(info: dict[str, Any]) -> dict[str, float]:
+    """A bundle's distillation and pruning before/after numbers, flat (step metadata, dashboards)."""
+    out: dict[str, float] = {}
+    if "distill_report" in info:
+        r = info["distill_report"]
+        out.update(distill_teacher_test_accuracy=r["teacher"]["test_accuracy"], distill_student_test_accuracy=r["student_distilled"]["test_accuracy"])
+        if r["student_alone"]:
+            out["distill_student_alone_test_accuracy"] = r["student_alone"]["test_accuracy"]
+    if "prune_report" in info:
+        r = info["prune_report"]
+        for key in ("params", "macs", "test_accuracy"):
+            out[f"prune_{key}_before"], out[f"prune_{key}_after"] = r["before"][key], r["after"][key]
+    return out

@@ -385,11 +385,9 @@ def fit_manifest(
     if not len(train_set):
         raise ValueError("the manifest has no train rows")
 
-    def targets(subset):
-        return subset.label_matrix(class_names) if manifest.multi_label else subset.label_indices(class_names)
-
     trained = fit(
-        decoded_images(train_set, resize), targets(train_set), decoded_images(val_set, resize), targets(val_set),
+        decoded_images(train_set, resize), train_set.targets(class_names, manifest.multi_label),
+        decoded_images(val_set, resize), val_set.targets(class_names, manifest.multi_label),
         class_names, config, policy, on_epoch, checkpoint_dir, tensorboard_dir,
     )
     trained.info["data_hash"] = manifest.content_hash()
