@@ -35,6 +35,7 @@ data: setup
 	$(BIN)/dvc repro digits
 
 run: setup data
+	$(BIN)/python infra/local_stack.py  # (re)activate the stack: `zenml stack set` elsewhere must not break the run
 	$(BIN)/zenml pipeline run pipelines.training_pipeline -c configs/training.yaml
 	$(BIN)/python -m imgclf.cli summary --model-name image-classifier
 

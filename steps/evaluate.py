@@ -13,7 +13,7 @@ from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate.evaluation import Champion, EvaluationConfig, evaluate_model
 from imgclf.evaluate.metrics import EvaluationReport, GateConfig, GateResult
 from imgclf.evaluate.model_card import ModelCardConfig, model_card
-from imgclf.evaluate.report import render_html
+from imgclf.evaluate.report import headline_rows, render_html
 from imgclf.registry import alias_version, fetch_bundle
 
 logger = get_logger(__name__)
@@ -41,11 +41,7 @@ def evaluate(
     if unavailable:
         result.report.comparison_note = unavailable
     report, verdict = result.report, result.gate
-    logger.info(
-        "test accuracy %.4f [%.4f, %.4f], macro F1 %.4f [%.4f, %.4f], ECE %s, latency p50 %s ms",
-        report.accuracy, report.accuracy_ci_low, report.accuracy_ci_high, report.macro_f1, report.macro_f1_ci_low,
-        report.macro_f1_ci_high, report.ece, report.latency_p50_ms,
-    )
+    logger.info("test %s", "; ".join(f"{name} {value}" for name, value in headline_rows(report)))
     logger.info("%s", report.comparison_note)
     (logger.info if verdict.passed else logger.warning)("quality gate %s: %s", "PASSED" if verdict.passed else "FAILED", verdict.explain())
     title = f"{zenml_model.name} version {zenml_model.version}: evaluation on {report.n_images} test images"

@@ -32,6 +32,15 @@ os.environ.update(
     HF_HUB_OFFLINE="1",  # tests never download weights
 )
 sys.path.insert(0, str(ROOT))
+# ZenML writes the repository's active stack into .zen/config.yaml; the tests' own store has other
+# stack ids, so without this a `make test` would leave the checkout's `make run` on a missing stack.
+_REPO_ZEN_CONFIG = ROOT / ".zen" / "config.yaml"
+_REPO_ZEN_CONFIG_TEXT = _REPO_ZEN_CONFIG.read_text() if _REPO_ZEN_CONFIG.is_file() else None
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _REPO_ZEN_CONFIG_TEXT is not None:
+        _REPO_ZEN_CONFIG.write_text(_REPO_ZEN_CONFIG_TEXT)
 
 
 def free_port() -> int:

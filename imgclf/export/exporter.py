@@ -49,9 +49,11 @@ class ExportConfig(BaseModel):
     max_abs_logit_diff: float = Field(1e-3, gt=0, description="an fp32 export (ONNX, TorchScript, OpenVINO) further than this from torch fails")
 
 
-def calibration_sample(images: np.ndarray, size: int = 256, seed: int = 0) -> np.ndarray:
+def calibration_sample(images: np.ndarray, size: int = 2048, seed: int = 0) -> np.ndarray:
     """A seeded sample of training images to calibrate INT8 with: every class shows up (the cache is
-    in manifest order, often class by class), and the val split stays free to choose the recipe on."""
+    in manifest order, often class by class), and the val split stays free to choose the recipe on.
+    Up to 2048: on the digits, calibrating on 256 or 1024 images flipped 3 of 269 val predictions
+    against fp32, on all 1259 train images 2 (the 99% agreement bar allows 2)."""
     if len(images) <= size:
         return np.asarray(images)
     return np.asarray(images[np.sort(np.random.default_rng(seed).choice(len(images), size, replace=False))])
