@@ -8,14 +8,16 @@ import dataclasses
 import hashlib
 import os
 import re
+import runpy
 import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
+
+from conftest import ROOT
 
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate.evaluation import Champion, EvaluationConfig, evaluate_model
@@ -23,7 +25,7 @@ from imgclf.evaluate.metrics import GateConfig
 from imgclf.evaluate.model_card import ModelCardConfig, model_card
 from imgclf.evaluate.report import render_html
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; .ci/run installs it
 FAST = EvaluationConfig(n_bootstrap=200, gradcam_images=3, misclassified_images=8, measure_latency=False)
 
 
@@ -119,27 +121,14 @@ def test_html_report_is_self_contained_and_complete(evaluation):
 
 @pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("IMGCLF_REQUIRE_BROWSER"), reason="Debian chromium is not installed")
 def test_report_renders_in_headless_chromium_with_every_image_loaded(evaluation, tmp_path):
-    from playwright.sync_api import sync_playwright
-
+    open_in_chromium = runpy.run_path(str(ROOT / "infra" / "screenshot_report.py"))["open_in_chromium"]
     report = tmp_path / "report.html"
     report.write_text(_report_html(evaluation))
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            failed = []
-            page.on("requestfailed", lambda request: failed.append(request.url[:80]))
-            page.goto(report.as_uri(), wait_until="load")
-            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
-            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
-    assert failed == []
-    assert [alt for alt, *_ in images] == list(evaluation.figures)
-    assert all(complete and width > 50 and height > 50 for _, complete, width, height in images), images
-    assert {"Quality gate", "Metrics", "Subgroups", "Figures", "Against the production model"} <= set(headings)
+    shown = open_in_chromium(report, tmp_path / "report.png")
+    assert shown["failed_requests"] == []
+    assert [alt for alt, *_ in shown["images"]] == list(evaluation.figures)
+    assert all(complete and width > 50 and height > 50 for _, complete, width, height in shown["images"]), shown["images"]
+    assert {"Quality gate", "Metrics", "Subgroups", "Figures", "Against the production model"} <= set(shown["headings"])
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 

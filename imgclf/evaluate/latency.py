@@ -12,9 +12,11 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -90,6 +92,18 @@ def measure_latency(
         batch_repeats=int(batch_repeats),
         machine=machine if machine is not None else describe_machine(),
     )
+
+
+def interleaved_rounds(timers: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+    """Call every timer once per round, in an order rotated each round, so that load which comes and
+    goes on a shared machine hits every contender alike; callers keep the medians over rounds."""
+    names = list(timers)
+    results: dict[str, list[T]] = {name: [] for name in names}
+    for number in range(rounds):
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(timers[name]())
+    return results
 
 
 def describe_machine(extra: str = "") -> str:

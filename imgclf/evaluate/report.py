@@ -182,7 +182,8 @@ def render_html(
     report: EvaluationReport, gate: GateResult, figures: Mapping[str, bytes], title: str, facts: Mapping[str, Any] | None = None
 ) -> str:
     """The report page. `facts`: a few lines about the model and data (architecture, data hash, ...)."""
-    facts_html = _table(["", ""], [[k, v] for k, v in (facts or {}).items()]) if facts else ""
+    facts_html = ("<table>" + "".join(f'<tr><th class="l">{_e(k)}</th><td class="l">{_e(v)}</td></tr>' for k, v in facts.items())
+                  + "</table>") if facts else ""
     figure_html = "".join(
         f'<figure><img alt="{_e(name)}" src="{png_data_uri(png)}"><figcaption>{_e(name)}</figcaption></figure>'
         for name, png in figures.items()

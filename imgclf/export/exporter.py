@@ -8,6 +8,7 @@ JSON report. The benchmark (bench/inference_latency.py) runs `export_folder` too
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, TrainedModel
-from imgclf.evaluate.latency import describe_machine, example_images, measure_latency, onnx_runner, torch_runner
+from imgclf.evaluate.latency import describe_machine, example_images, interleaved_rounds, measure_latency, onnx_runner, torch_runner
 from imgclf.export.onnx import ExportedModel, cpu_session, export_onnx, onnx_logits, parity
 from imgclf.export.quantize import (
     DEFAULT_CANDIDATES,
@@ -158,11 +159,9 @@ def compare_runtimes(
     """Batch-1 p50/p95 and batch-`batch_size` throughput of each runtime, timed in `rounds`
     interleaved rounds (medians), with accuracy on the eval images and ratios to `baseline`."""
     one, many = example_images(spec, 1), example_images(spec, batch_size, seed=1)
-    reports: dict[str, list] = {r.name: [] for r in runtimes}
-    for number in range(rounds):
-        shift = number % len(runtimes)
-        for runtime in runtimes[shift:] + runtimes[:shift]:
-            reports[runtime.name].append(measure_latency(runtime.run_batch, one, many, warmup=3, repeats=30, batch_repeats=5))
+    reports = interleaved_rounds(
+        {r.name: functools.partial(measure_latency, r.run_batch, one, many, warmup=3, repeats=30, batch_repeats=5) for r in runtimes}, rounds
+    )
     labels = np.asarray(eval_labels)
     rows = []
     for runtime in runtimes:

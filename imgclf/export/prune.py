@@ -21,6 +21,7 @@ accuracy), so pruning and distillation are measured the same way.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import itertools
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -121,14 +122,13 @@ def measure_models(
     then lands on all models alike instead of on whichever was timed during it."""
     from statistics import median
 
-    from imgclf.evaluate.latency import measure_model_latency
+    from imgclf.evaluate.latency import interleaved_rounds, measure_model_latency
 
     models = [(model.eval(), spec) for model, spec in models]
-    timings: list[list] = [[] for _ in models]
-    for number in range(rounds):
-        for i in [(number + k) % len(models) for k in range(len(models))]:
-            model, spec = models[i]
-            timings[i].append(measure_model_latency(model, spec, repeats=latency_repeats))
+    by_index = interleaved_rounds(
+        {str(i): functools.partial(measure_model_latency, model, spec, repeats=latency_repeats) for i, (model, spec) in enumerate(models)}, rounds
+    )
+    timings = [by_index[str(i)] for i in range(len(models))]
     return [
         ModelFigures(
             params=count_params(model),

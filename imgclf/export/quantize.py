@@ -12,6 +12,7 @@ the result says so.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import tempfile
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any, Callable, Iterator, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from imgclf.evaluate.latency import LatencyReport, describe_machine, example_images, measure_latency, onnx_runner
+from imgclf.evaluate.latency import LatencyReport, describe_machine, example_images, interleaved_rounds, measure_latency, onnx_runner
 from imgclf.export.onnx import INPUT_NAME, cpu_session, onnx_logits
 from imgclf.preprocess import PreprocessSpec
 
@@ -336,12 +337,7 @@ def search_int8(
             trial.agreement = float(matches(top1, fp32_top1).mean())
             runners[trial.recipe.name] = onnx_runner(session, spec)
 
-    reports: dict[str, list[LatencyReport]] = {label: [] for label in runners}
-    order = list(runners)
-    for number in range(rounds):
-        shift = number % len(order)
-        for label in order[shift:] + order[:shift]:
-            reports[label].append(measure(label, runners[label]))
+    reports = interleaved_rounds({label: functools.partial(measure, label, run) for label, run in runners.items()}, rounds)
 
     fp32_rates = [r.batch32_images_per_s for r in reports["fp32"]]
     for trial in trials:
