@@ -1,0 +1,69 @@
+"""The training_pipeline on a multi-label CSV manifest (digits tagged even / small / round, with a
+`site` column): every step runs, evaluate scores mAP and exact-match accuracy with thresholds tuned
+on val, and quantize checks INT8 on the label sets."""
+
+from __future__ import annotations
+
+import csv
+import runpy
+import shutil
+
+import pytest
+import yaml
+
+from conftest import ROOT, free_port
+
+TAGS = {d: [t for t, ok in (("even", d % 2 == 0), ("small", d < 5), ("round", d in (0, 6, 8, 9))) if ok] or ["none"] for d in range(10)}
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(digits_dir, tmp_path_factory):
+    from zenml.client import Client
+
+    runpy.run_path(str(ROOT / "infra" / "local_stack.py"))["ensure_local_stack"]()
+    data = tmp_path_factory.mktemp("multilabel") / "digits"
+    shutil.copytree(digits_dir, data)
+    manifest = data / "tags.csv"  # paths relative to the CSV's folder
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "labels", "site"])
+        for i, path in enumerate(sorted(data.glob("*/*.png"))):
+            writer.writerow([path.relative_to(data).as_posix(), "|".join(TAGS[int(path.parent.name)]), "AB"[i % 2]])
+    config = yaml.safe_load((ROOT / "configs" / "training_fast.yaml").read_text())
+    config["model"]["name"] = "multilabel-classifier"
+    config["parameters"]["data_source"] = str(manifest)
+    for optional in ("distill_into", "prune"):
+        config["steps"]["train"]["parameters"].pop(optional)
+    config["steps"]["deploy"]["parameters"]["config"]["port"] = free_port()
+    path = tmp_path_factory.mktemp("config") / "multilabel.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    from pipelines import training_pipeline
+
+    training_pipeline.with_options(config_path=str(path))()
+    run = Client().get_pipeline("training_pipeline").last_run
+    yield run
+    deployment = run.steps["deploy"].outputs["deployment"][0].load()
+    if deployment.pid:
+        from imgclf.serving.deployment import stop
+
+        stop(deployment.pid)
+
+
+def test_multilabel_data_runs_through_every_step(multilabel_run):
+    from zenml.enums import ExecutionStatus
+
+    assert multilabel_run.status == ExecutionStatus.COMPLETED
+    report = multilabel_run.steps["evaluate"].outputs["evaluation"][0].load()
+    assert report.multi_label is not None and set(report.multi_label["thresholds"]) == {"even", "none", "round", "small"}
+    meta = multilabel_run.steps["evaluate"].run_metadata
+    assert meta["test_map"] == pytest.approx(report.multi_label["mean_average_precision"])
+    assert report.accuracy_ci_low <= report.accuracy <= report.accuracy_ci_high  # exact-match accuracy
+    assert report.subgroups["skipped"] == {"site": "subgroup metrics are single-label only"}
+    assert "single-label only" in report.comparison_note
+    page = str(multilabel_run.steps["evaluate"].outputs["evaluation_report"][0].load())
+    assert "exact-match accuracy" in page and "average precision" in page
+    exported = multilabel_run.steps["quantize"].outputs["onnx_model"][0].load()
+    assert exported.report["test_onnx_max_abs_logit_diff"] < 1e-3 and exported.report["test_images"] == report.n_images
+    if exported.report["serve"] == "int8":  # agreement on multi-label = the same set of labels at logit >= 0
+        assert exported.report["test_int8_top1_agreement"] >= 0.9
