@@ -4,10 +4,13 @@ temp folder, set before anything imports zenml or mlflow. Nothing touches the ne
 from __future__ import annotations
 
 import os
+import runpy
 import socket
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -105,3 +108,32 @@ def small_model(full_digits_dir):
         manifest.class_names, config, AugmentPolicy(),
     )
     return trained, manifest
+
+
+@contextmanager
+def fast_pipeline_run(data_source: Path, config_dir: Path, edit: Callable[[dict], None] = lambda config: None):
+    """Run the training_pipeline with configs/training_fast.yaml on `data_source` (deploying on a free
+    port), `edit` changing the config first; yield the run, then stop the service it started."""
+    import yaml
+    from zenml.client import Client
+
+    runpy.run_path(str(ROOT / "infra" / "local_stack.py"))["ensure_local_stack"]()
+    config = yaml.safe_load((ROOT / "configs" / "training_fast.yaml").read_text())
+    config["parameters"]["data_source"] = str(data_source)
+    config["steps"]["deploy"]["parameters"]["config"]["port"] = free_port()
+    edit(config)
+    config_path = config_dir / "training.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    from pipelines import training_pipeline
+
+    training_pipeline.with_options(config_path=str(config_path))()
+    run = Client().get_pipeline("training_pipeline").last_run
+    try:
+        yield run
+    finally:
+        deployment = run.steps["deploy"].outputs["deployment"][0].load()
+        if deployment.pid:
+            from imgclf.serving.deployment import stop
+
+            stop(deployment.pid)

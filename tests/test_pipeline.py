@@ -3,44 +3,25 @@ on the embedded stack in this test session's own ZenML store and MLflow database
 
 from __future__ import annotations
 
-import runpy
 import shutil
 
 import mlflow
 import numpy as np
 import pytest
 import requests
-import yaml
 
-from conftest import ROOT, SESSION_MLFLOW_URI, free_port
+from conftest import SESSION_MLFLOW_URI, fast_pipeline_run
 
 STEPS = ["ingest", "validate", "split", "augment", "train", "evaluate", "quantize", "register", "deploy"]
 
 
 @pytest.fixture(scope="module")
 def pipeline_run(digits_dir, tmp_path_factory):
-    from zenml.client import Client
-
-    runpy.run_path(str(ROOT / "infra" / "local_stack.py"))["ensure_local_stack"]()
     data = tmp_path_factory.mktemp("pipeline_data") / "digits"
     shutil.copytree(digits_dir, data)
     (data / "2" / "broken.png").write_text("not an image at all")
-    config = yaml.safe_load((ROOT / "configs" / "training_fast.yaml").read_text())
-    config["parameters"]["data_source"] = str(data)
-    config["steps"]["deploy"]["parameters"]["config"]["port"] = free_port()
-    config_path = tmp_path_factory.mktemp("config") / "training.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-
-    from pipelines import training_pipeline
-
-    training_pipeline.with_options(config_path=str(config_path))()
-    run = Client().get_pipeline("training_pipeline").last_run
-    yield run
-    deployment = run.steps["deploy"].outputs["deployment"][0].load()
-    if deployment.pid:
-        from imgclf.serving.deployment import stop
-
-        stop(deployment.pid)
+    with fast_pipeline_run(data, tmp_path_factory.mktemp("config")) as run:
+        yield run
 
 
 def test_all_nine_steps_completed(pipeline_run):

@@ -5,22 +5,17 @@ on val, and quantize checks INT8 on the label sets."""
 from __future__ import annotations
 
 import csv
-import runpy
 import shutil
 
 import pytest
-import yaml
 
-from conftest import ROOT, free_port
+from conftest import fast_pipeline_run
 
 TAGS = {d: [t for t, ok in (("even", d % 2 == 0), ("small", d < 5), ("round", d in (0, 6, 8, 9))) if ok] or ["none"] for d in range(10)}
 
 
 @pytest.fixture(scope="module")
 def multilabel_run(digits_dir, tmp_path_factory):
-    from zenml.client import Client
-
-    runpy.run_path(str(ROOT / "infra" / "local_stack.py"))["ensure_local_stack"]()
     data = tmp_path_factory.mktemp("multilabel") / "digits"
     shutil.copytree(digits_dir, data)
     manifest = data / "tags.csv"  # paths relative to the CSV's folder
@@ -29,25 +24,14 @@ def multilabel_run(digits_dir, tmp_path_factory):
         writer.writerow(["file", "labels", "site"])
         for i, path in enumerate(sorted(data.glob("*/*.png"))):
             writer.writerow([path.relative_to(data).as_posix(), "|".join(TAGS[int(path.parent.name)]), "AB"[i % 2]])
-    config = yaml.safe_load((ROOT / "configs" / "training_fast.yaml").read_text())
-    config["model"]["name"] = "multilabel-classifier"
-    config["parameters"]["data_source"] = str(manifest)
-    for optional in ("distill_into", "prune"):
-        config["steps"]["train"]["parameters"].pop(optional)
-    config["steps"]["deploy"]["parameters"]["config"]["port"] = free_port()
-    path = tmp_path_factory.mktemp("config") / "multilabel.yaml"
-    path.write_text(yaml.safe_dump(config))
 
-    from pipelines import training_pipeline
+    def edit(config: dict) -> None:
+        config["model"]["name"] = "multilabel-classifier"
+        for optional in ("distill_into", "prune"):
+            config["steps"]["train"]["parameters"].pop(optional)
 
-    training_pipeline.with_options(config_path=str(path))()
-    run = Client().get_pipeline("training_pipeline").last_run
-    yield run
-    deployment = run.steps["deploy"].outputs["deployment"][0].load()
-    if deployment.pid:
-        from imgclf.serving.deployment import stop
-
-        stop(deployment.pid)
+    with fast_pipeline_run(manifest, tmp_path_factory.mktemp("config"), edit) as run:
+        yield run
 
 
 def test_multilabel_data_runs_through_every_step(multilabel_run):
