@@ -134,7 +134,7 @@ def test_speeds_within_noise_are_a_tie_that_accuracy_breaks(data):
     tie, _ = fake_measure({"fp32": 100.0, PER_CHANNEL.name: 150.0, PER_TENSOR.name: 146.0})
     search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=1.0, min_agreement=0.0, candidates=[PER_CHANNEL, PER_TENSOR], measure=tie)
     rows = search.report()["recipes"]
-    assert search.chosen == max(rows, key=lambda r: (r["accuracy"], r["speedup"]))["recipe"]
+    assert search.chosen == max(rows, key=lambda r: (r["accuracy"], r["top1_agreement"], r["speedup"]))["recipe"]
     assert [r["why"] for r in rows if not r["chosen"]] == ["qualifies; another recipe was chosen"]
 
 

@@ -203,7 +203,7 @@ class RecipeTrial:
             "top1_agreement": self.agreement,
             "ok": self.rejected is None,
             "chosen": self.recipe.name == chosen,
-            "why": self.rejected or ("chosen: fastest that qualifies (within 5% counts as a tie, broken by accuracy)"
+            "why": self.rejected or ("chosen: fastest that qualifies (within 5% is a tie, broken by accuracy, then agreement)"
                                      if self.recipe.name == chosen else "qualifies; another recipe was chosen"),
         }
 
@@ -355,10 +355,10 @@ def search_int8(
             trial.rejected = f"speedup {trial.speedup:.2f}x < required {min_speedup:.2f}x"
     qualified = [t for t in trials if t.model is not None and t.rejected is None]
     chosen = None
-    if qualified:  # speeds within the timing noise of the fastest are a tie, which accuracy breaks
+    if qualified:  # speeds within the timing noise of the fastest are a tie: accuracy, then agreement, break it
         fastest = max(t.speedup for t in qualified)
         tied = [t for t in qualified if t.speedup >= fastest / SPEED_TIE]
-        chosen = max(tied, key=lambda t: (t.accuracy, t.speedup)).recipe.name
+        chosen = max(tied, key=lambda t: (t.accuracy, t.agreement, t.speedup)).recipe.name
     return Int8Search(
         trials=trials,
         fp32_accuracy=fp32_accuracy,
