@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
 
-from imgclf.evaluate.stats import bootstrap_ci
+from imgclf.evaluate.stats import ModelComparison, bootstrap_ci
 
 
 def _num(x: Any) -> float | None:
@@ -118,8 +118,6 @@ class EvaluationReport:
             optional["test_map"] = self.multi_label.get("mean_average_precision")
             optional["test_micro_f1"] = self.multi_label.get("micro_f1")
         if self.comparison:
-            from imgclf.evaluate.stats import ModelComparison
-
             optional.update(ModelComparison(**self.comparison).metrics())
         out.update({k: float(v) for k, v in optional.items() if _num(v) is not None})
         return out

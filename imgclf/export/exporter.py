@@ -86,13 +86,11 @@ def export_checked(
     chosen on the labelled `eval_images`). With `test_images`, parity and the chosen INT8's agreement
     and accuracy drop are also reported on that held-out split, which played no part in the choice.
     The ExportedModel holds INT8 only when a recipe won."""
-    from imgclf.train.loop import predict_logits
-
     spec = trained.preprocess
     fp32 = export_onnx(trained)
-    reference = predict_logits(trained.build(), eval_images, spec)
-    onnx_parity = parity(reference, onnx_logits(fp32, eval_images, spec))
-    _check(ONNX_FILE, onnx_parity, config, len(eval_images))
+    network = trained.build()
+    labels = np.asarray(eval_labels)
+    _, onnx_parity, torch_accuracy = _checked_fp32(network, fp32, eval_images, labels, spec, config, ONNX_FILE)
     search = search_int8(
         fp32, calibration_images, eval_images, eval_labels, spec,
         tolerance=config.tolerance, min_agreement=config.min_agreement, min_speedup=config.min_speedup,
@@ -101,7 +99,7 @@ def export_checked(
     )
     report: dict[str, Any] = {
         "eval_images": len(eval_images),
-        "torch_accuracy": float(matches(decisions(reference, np.asarray(eval_labels)), np.asarray(eval_labels)).mean()),
+        "torch_accuracy": torch_accuracy,
         "onnx_max_abs_logit_diff": onnx_parity["max_abs_logit_diff"],
         "onnx_top1_agreement": onnx_parity["top1_agreement"],
         "serve": search.serve,
@@ -112,23 +110,30 @@ def export_checked(
     if chosen is not None:
         report.update(int8_accuracy=chosen.accuracy, int8_accuracy_drop=chosen.accuracy_drop, int8_top1_agreement=chosen.agreement, int8_speedup=chosen.speedup)
     if test_images is not None and test_labels is not None:
-        report.update(held_out_report(trained, fp32, search, test_images, np.asarray(test_labels), config))
+        report.update(_held_out_report(network, spec, fp32, search, test_images, np.asarray(test_labels), config))
     report["int8_search"] = search.report()
     return ExportedModel(onnx=fp32, onnx_int8=search.chosen_model, report=report), search
 
 
-def held_out_report(
-    trained: TrainedModel, fp32: bytes, search: Int8Search, images: np.ndarray, labels: np.ndarray, config: ExportConfig
+def _checked_fp32(
+    network, fp32: bytes, images: np.ndarray, labels: np.ndarray, spec, config: ExportConfig, name: str
+) -> tuple[np.ndarray, dict[str, float], float]:
+    """Torch logits on `images`, the fp32 ONNX's parity with them (fails past the limits, naming
+    `name`) and torch's accuracy on `labels`."""
+    from imgclf.train.loop import predict_logits
+
+    reference = predict_logits(network, images, spec)
+    fp32_parity = parity(reference, onnx_logits(fp32, images, spec))
+    _check(name, fp32_parity, config, len(images))
+    return reference, fp32_parity, float(matches(decisions(reference, labels), labels).mean())
+
+
+def _held_out_report(
+    network, spec, fp32: bytes, search: Int8Search, images: np.ndarray, labels: np.ndarray, config: ExportConfig
 ) -> dict[str, Any]:
     """`test_*` figures: fp32 ONNX parity with torch (checked) and the chosen INT8's top-1 agreement
     and accuracy drop, on images the recipe choice never saw."""
-    from imgclf.train.loop import predict_logits
-
-    spec = trained.preprocess
-    reference = predict_logits(trained.build(), images, spec)
-    fp32_parity = parity(reference, onnx_logits(fp32, images, spec))
-    _check(f"{ONNX_FILE} (test split)", fp32_parity, config, len(images))
-    torch_accuracy = float(matches(decisions(reference, labels), labels).mean())
+    reference, fp32_parity, torch_accuracy = _checked_fp32(network, fp32, images, labels, spec, config, f"{ONNX_FILE} (test split)")
     out: dict[str, Any] = {
         "test_images": len(images),
         "test_torch_accuracy": torch_accuracy,
