@@ -20,11 +20,11 @@ import argparse
 import time
 
 from common import scratch_dir
-from imgclf.data.sources import load_source
-from imgclf.data.split import SplitConfig, split_usable
-from imgclf.datasets import write_digits
-from imgclf.export.distill import DistillConfig, distill
-from imgclf.export.prune import PruneConfig, prune_and_finetune
+from imgclf.data.prepare import prepare_data
+from imgclf.data.split import SplitConfig
+from imgclf.data.digits import write_digits
+from imgclf.compress.distill import DistillConfig, distill
+from imgclf.compress.prune import PruneConfig, prune_and_finetune
 from imgclf.train.config import TrainConfig
 from imgclf.train.loop import fit_manifest
 
@@ -51,7 +51,7 @@ def main() -> None:
 
     with scratch_dir("imgclf-bench-compress-") as scratch:
         count = write_digits(scratch / "digits")
-        split, _ = split_usable(load_source(str(scratch / "digits")), SplitConfig(seed=args.seed))
+        split = prepare_data(scratch / "digits", SplitConfig(seed=args.seed)).manifest
         sizes = split.records["split"].value_counts().to_dict()
         print(f"digits: {count} images, split {sizes}; {args.arch} at {args.image_size} px, batch {args.batch_size}")
 

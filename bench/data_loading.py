@@ -33,11 +33,12 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from common import image_folder, scratch_dir
-from imgclf.augment import AugmentPolicy
+from imgclf.augment.policy import AugmentPolicy
 from imgclf.data.cache import decoded_cache_path
 from imgclf.data.ingest import ingest_folder
-from imgclf.data.loader import BatchAugment, CacheLoader
-from imgclf.models import create
+from imgclf.augment.batched import BatchAugment
+from imgclf.data.loader import CacheLoader
+from imgclf.models.factory import create
 from imgclf.preprocess import PreprocessSpec
 
 POLICY = AugmentPolicy(scale_min=0.6, hflip=0.5, rotation_degrees=15, brightness=0.2, contrast=0.2)

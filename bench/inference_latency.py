@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 from common import scratch_dir
-from imgclf.data.cache import decoded_images
-from imgclf.data.sources import load_source
-from imgclf.data.split import SplitConfig, split_usable
-from imgclf.datasets import write_digits
+from imgclf.data.decoded import DecodedSplits
+from imgclf.data.prepare import prepare_data
+from imgclf.data.split import SplitConfig
+from imgclf.data.digits import write_digits
 from imgclf.export.exporter import ORT_FP32, ExportConfig, calibration_sample, export_folder, runtime_table
 from imgclf.export.quantize import recipe_table_markdown
 from imgclf.train.config import TrainConfig
@@ -58,7 +58,7 @@ def main() -> None:
     with scratch_dir("imgclf-inference-bench-") as scratch:
         os.environ["IMGCLF_CACHE_DIR"] = str(scratch / "cache")
         write_digits(scratch / "digits")
-        split, _ = split_usable(load_source(scratch / "digits"), SplitConfig(seed=42))
+        split = prepare_data(scratch / "digits", SplitConfig(seed=42)).manifest
         results = [run(arch, split, args, scratch) for arch in args.archs]
     print("\nsummary (batch 32, ORT INT8 / ORT fp32 images/s)")
     for line in results:
@@ -72,16 +72,14 @@ def run(arch: str, split, args, scratch: Path) -> str:
     started = time.perf_counter()
     trained = fit_manifest(split, config)
     train_s = time.perf_counter() - started
-    spec = trained.preprocess
-    val, test = split.subset("val"), split.subset("test")
+    data = DecodedSplits(split, trained.preprocess, trained.class_names)
     export_config = ExportConfig(tolerance=args.tolerance, min_speedup=args.min_speedup, rounds=args.rounds)
     watch = CpuWatch()
     started = time.perf_counter()
     with watch():
         report = export_folder(
-            trained, scratch / arch, calibration_sample(decoded_images(split.subset("train"), spec)), decoded_images(val, spec),
-            val.label_indices(trained.class_names), export_config,
-            test_images=decoded_images(test, spec), test_labels=test.label_indices(trained.class_names),
+            trained, scratch / arch, calibration_sample(data.train.images), data.val.images, data.val.targets, export_config,
+            test_images=data.test.images, test_labels=data.test.targets,
         )
     export_s = time.perf_counter() - started
 

@@ -64,7 +64,8 @@ def _png(pixels: np.ndarray) -> bytes:
 def measure(root: Path) -> dict:
     """Runs in a fresh process: ingest + check_images on `root`; figures as a dict."""
     from imgclf.data.ingest import ingest_folder
-    from imgclf.data.validate import ValidationConfig, check_images
+    from imgclf.data.file_checks import check_images
+    from imgclf.data.validation_config import ValidationConfig
 
     rss_before = _peak_rss_mb()
     started = time.perf_counter()

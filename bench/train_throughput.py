@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 from common import image_folder, scratch_dir
-from imgclf.augment import AugmentPolicy
+from imgclf.augment.policy import AugmentPolicy
 from imgclf.data.cache import decoded_cache_path
 from imgclf.data.ingest import ingest_folder
 from imgclf.data.loader import CacheLoader

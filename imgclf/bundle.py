@@ -1,15 +1,17 @@
-"""The model bundle: weights as safetensors plus a JSON spec (architecture, classes, PreprocessSpec).
+"""The model bundle on disk: the folder a registered version ships and the service loads.
 
-This is the trained-model artifact, the unit the registry stores and the service loads. Plain files,
-never pickle: loading a bundle cannot execute code.
+A bundle holds the weights (`model.safetensors`) and the spec (`model.json`: architecture, classes,
+PreprocessSpec, training record, pruned structure, which ONNX file to serve), the ONNX exports and,
+for a release, the evaluation metrics, the export report and the model card. Plain files only,
+never pickle. This module knows the file names and the JSON; it imports neither torch nor ZenML, so
+the service can read a bundle without them (`imgclf.models.trained.TrainedModel` loads the weights).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Protocol
 
 from imgclf.preprocess import PreprocessSpec
 
@@ -17,70 +19,29 @@ WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+EVALUATION_FILE = "evaluation.json"
+EXPORT_REPORT_FILE = "export_report.json"
+
+# the ONNX file's contract: one input, one output, and what a server needs in its metadata
+ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
+META_ARCH, META_CLASS_NAMES, META_PREPROCESS = "imgclf.arch", "imgclf.class_names", "imgclf.preprocess"
 
 
-@dataclass
-class TrainedModel:
-    arch: str
-    class_names: list[str]
-    preprocess: PreprocessSpec
-    state_dict: dict[str, Any]  # name -> torch.Tensor
-    history: list[dict[str, float]] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)  # weights origin, data hash, train config
-    # module name -> attributes that differ from `arch` as built (channel counts of a pruned network);
-    # with the weights' shapes this rebuilds the network without pickling it. Empty: `arch` as is.
-    structure: dict[str, dict[str, Any]] = field(default_factory=dict)
+class SavesBundle(Protocol):
+    """What `write_release` needs of a trained model (`TrainedModel` is one)."""
 
-    def spec_dict(self) -> dict[str, Any]:
-        return {
-            "arch": self.arch,
-            "class_names": list(self.class_names),
-            "preprocess": self.preprocess.to_dict(),
-            "history": self.history,
-            "info": self.info,
-            "structure": self.structure,
-        }
+    def save(self, directory: str | Path) -> Path: ...
 
-    def build(self, drop_rate: float = 0.0):
-        """A torch module in eval mode with these weights (no pretrained lookup: the weights are here)."""
-        from imgclf.models import create
 
-        model, _, _ = create(self.arch, len(self.class_names), pretrained=False, drop_rate=drop_rate, image_size=self.preprocess.image_size)
-        if self.structure:
-            from imgclf.export.prune import apply_structure
+def read_spec(directory: str | Path) -> dict[str, Any] | None:
+    """The bundle's `model.json` as written, or None when the folder has none."""
+    path = Path(directory) / SPEC_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
-            apply_structure(model, self.structure, self.state_dict)
-        model.load_state_dict(self.state_dict)
-        return model.eval()
 
-    def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}
-        save_file(tensors, str(directory / WEIGHTS_FILE))
-        (directory / SPEC_FILE).write_text(json.dumps(self.spec_dict(), indent=2, default=str))
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "TrainedModel":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        spec_path = directory / SPEC_FILE
-        if not spec_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a model bundle: {SPEC_FILE} is missing")
-        spec = json.loads(spec_path.read_text())
-        return cls(
-            arch=spec["arch"],
-            class_names=spec["class_names"],
-            preprocess=PreprocessSpec.from_dict(spec["preprocess"]),
-            state_dict=load_file(str(directory / WEIGHTS_FILE)),
-            history=spec.get("history", []),
-            info=spec.get("info", {}),
-            structure=spec.get("structure", {}),
-        )
+def write_spec(directory: str | Path, spec: Mapping[str, Any]) -> None:
+    (Path(directory) / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=str))
 
 
 def set_serving_model(directory: str | Path, file_name: str) -> None:
@@ -88,14 +49,48 @@ def set_serving_model(directory: str | Path, file_name: str) -> None:
     directory = Path(directory)
     if not (directory / file_name).is_file():
         raise FileNotFoundError(f"cannot serve {file_name}: it is not in the bundle {directory}")
-    spec_path = directory / SPEC_FILE
-    spec = json.loads(spec_path.read_text())
+    spec = read_spec(directory) or {}
     spec["serving"] = {"model": file_name}
-    spec_path.write_text(json.dumps(spec, indent=2, default=str))
+    write_spec(directory, spec)
 
 
 def serving_model(directory: str | Path) -> str:
     """The ONNX file a bundle is served from: the recorded choice, else the fp32 model.onnx."""
-    spec_path = Path(directory) / SPEC_FILE
-    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else {}
+    spec = read_spec(directory) or {}
     return spec.get("serving", {}).get("model", ONNX_FILE)
+
+
+def write_release(
+    directory: str | Path,
+    model: SavesBundle,
+    onnx: bytes,
+    onnx_int8: bytes | None,
+    *,
+    metrics: Mapping[str, float],
+    export_report: Mapping[str, Any],
+    model_card: str,
+) -> Path:
+    """Everything a registered version ships, in one folder: the bundle, model.onnx, model.int8.onnx
+    when an INT8 recipe won (the bundle then serves it), the test metrics, the export report and the
+    model card."""
+    directory = model.save(directory)
+    (directory / ONNX_FILE).write_bytes(onnx)
+    if onnx_int8 is not None:
+        (directory / ONNX_INT8_FILE).write_bytes(onnx_int8)
+    set_serving_model(directory, ONNX_FILE if onnx_int8 is None else ONNX_INT8_FILE)
+    (directory / EVALUATION_FILE).write_text(json.dumps(dict(metrics), indent=2))
+    (directory / EXPORT_REPORT_FILE).write_text(json.dumps(dict(export_report), indent=2, default=str))
+    (directory / MODEL_CARD_FILE).write_text(model_card)
+    return directory
+
+
+def read_onnx_metadata(model: bytes | str | Path) -> tuple[list[str], PreprocessSpec]:
+    """Class names and PreprocessSpec stored in an ONNX file by the export, so the file alone serves."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    missing = [key for key in (META_CLASS_NAMES, META_PREPROCESS) if key not in meta]
+    if missing:
+        raise ValueError(f"the ONNX model carries no {', '.join(missing)} metadata: it was not exported by imgclf")
+    return json.loads(meta[META_CLASS_NAMES]), PreprocessSpec.from_dict(json.loads(meta[META_PREPROCESS]))

@@ -7,15 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from imgclf import paths
+
 
 def resolve_model(model: str) -> tuple[Path, str]:
     """A models:/ URI (downloaded from the MLflow registry) or a local bundle folder / .onnx file."""
     if model.startswith("models:/"):
         from imgclf.registry import fetch_bundle, resolve_version
-        from imgclf.serving.deployment import deployments_dir
 
         name, version = resolve_version(model)
-        return fetch_bundle(f"models:/{name}/{version}", deployments_dir() / f"{name}-v{version}")
+        return fetch_bundle(f"models:/{name}/{version}", paths.deployments_dir() / f"{name}-v{version}")
     path = Path(model)
     if not path.exists():
         raise SystemExit(f"imgclf serve: {path} does not exist (give a bundle folder, an .onnx file or a models:/ URI)")
@@ -33,14 +34,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _load_split(data: str, seed: int, report: bool = True):
     """Ingest -> per-file checks -> seeded split: the data every command outside ZenML trains on."""
-    from imgclf.data.sources import load_source
-    from imgclf.data.split import SplitConfig, split_usable
+    from imgclf.data.prepare import prepare_data
+    from imgclf.data.split import SplitConfig
 
-    manifest = load_source(data)
-    split, skipped = split_usable(manifest, SplitConfig(seed=seed))
-    if report and skipped:
-        print(f"skipped {sum(skipped.values())} of {len(manifest)} files: {skipped}")
-    return split
+    prepared = prepare_data(data, SplitConfig(seed=seed))
+    if report and prepared.describe_skipped():
+        print(prepared.describe_skipped())
+    return prepared.manifest
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -50,7 +50,7 @@ def _train(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from imgclf.augment import AugmentPolicy
+    from imgclf.augment.policy import AugmentPolicy
     from imgclf.train.config import TrainConfig
     from imgclf.train.loop import fit_manifest
 
@@ -84,8 +84,8 @@ def _compress_inputs(args: argparse.Namespace, config_type, flags: dict):
 
     import yaml
 
-    from imgclf.augment import AugmentPolicy
-    from imgclf.bundle import TrainedModel
+    from imgclf.augment.policy import AugmentPolicy
+    from imgclf.models.trained import TrainedModel
     from imgclf.data.split import SplitConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -107,7 +107,7 @@ def _write_report(out: Path, name: str, config, report) -> Path:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from imgclf.export.prune import PruneConfig, prune_and_finetune
+    from imgclf.compress.prune import PruneConfig, prune_and_finetune
 
     trained, split, config, policy = _compress_inputs(args, PruneConfig, {
         "amount": args.amount, "epochs": args.epochs, "lr": args.lr, "ignore": args.ignore, "round_to": args.round_to,
@@ -124,7 +124,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from imgclf.export.distill import DistillConfig, distill
+    from imgclf.compress.distill import DistillConfig, distill
 
     teacher, split, config, policy = _compress_inputs(args, DistillConfig, {
         "student": args.student, "epochs": args.epochs, "temperature": args.temperature, "alpha": args.alpha, "lr": args.lr,
@@ -154,9 +154,9 @@ def _compress_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     """Bundle -> ONNX fp32, the INT8 recipe that wins on this machine, TorchScript, OpenVINO IR, JSON report."""
-    from imgclf.bundle import TrainedModel
-    from imgclf.data.cache import decoded_images
+    from imgclf.data.decoded import DecodedSplits
     from imgclf.data.split import SplitConfig
+    from imgclf.models.trained import TrainedModel
     from imgclf.export.exporter import ORT_FP32, RECIPES_FILE, ExportConfig, calibration_sample, export_folder, runtime_table
 
     if args.data is None:
@@ -171,17 +171,15 @@ def _export(args: argparse.Namespace) -> int:
     if trained.info.get("multi_label"):
         raise SystemExit(f"imgclf export: {args.model_dir} is a multi-label model; the export checks compare top-1 accuracy, single-label only")
     split = _load_split(args.data, trained.info.get("train_config", {}).get("seed", SplitConfig().seed))
-    unknown = sorted(set(split.class_names) - set(trained.class_names))
-    if unknown:
-        raise SystemExit(f"imgclf export: {args.data} has classes the model in {args.model_dir} does not know: {unknown}")
+    try:
+        data = DecodedSplits(split, trained.preprocess, trained.class_names)
+    except ValueError as exc:
+        raise SystemExit(f"imgclf export: {args.data}: {exc} (the model in {args.model_dir})") from None
     config = ExportConfig(**{k: v for k, v in {"tolerance": args.tolerance, "min_speedup": args.min_speedup}.items() if v is not None})
-    val, test = split.subset("val"), split.subset("test")
-    spec = trained.preprocess
     out = Path(args.out)
-    calibration = calibration_sample(decoded_images(split.subset("train"), spec))
     report = export_folder(
-        trained, out, calibration, decoded_images(val, spec), val.label_indices(trained.class_names), config,
-        test_images=decoded_images(test, spec), test_labels=test.label_indices(trained.class_names),
+        trained, out, calibration_sample(data.train.images), data.val.images, data.val.targets, config,
+        test_images=data.test.images, test_labels=data.test.targets,
     )
     print((out / RECIPES_FILE).read_text())
     print(runtime_table(report["runtimes"], ORT_FP32))
@@ -204,7 +202,7 @@ def _lr_find(args: argparse.Namespace) -> int:
 
 
 def _digits(args: argparse.Namespace) -> int:
-    from imgclf.datasets import write_digits
+    from imgclf.data.digits import write_digits
 
     count = write_digits(args.out, limit_per_class=args.limit_per_class or None)
     print(f"{count} digit images in {args.out}")
@@ -222,7 +220,6 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    import os
 
     import mlflow
 
@@ -235,7 +232,7 @@ def _summary(args: argparse.Namespace) -> int:
     for key in ("test_accuracy", "test_macro_f1"):
         if key in mv.tags:
             print(f"  {key} = {mv.tags[key]}")
-    reports = Path(os.environ.get("IMGCLF_STATE", ".state")) / "reports" / f"{args.model_name}-v{version}"
+    reports = paths.reports_dir() / f"{args.model_name}-v{version}"
     for label, artifact in (("Evaluation report", "evaluation/report.html"), ("Model card", "model_card.md")):
         try:
             local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact, dst_path=str(reports))

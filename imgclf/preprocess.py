@@ -75,7 +75,9 @@ class PreprocessSpec:
     def normalize(self, batch: Any) -> Any:
         """uint8 batch (N, H, W, 3) numpy or (N, 3, H, W) torch -> float32 (N, 3, H, W), normalised.
 
-        numpy input is channels-last (as cached); torch input is already channels-first (as augmented).
+        numpy input is channels-last (as cached); torch input is already channels-first (as augmented)
+        and stays on its device. The torch branch uses only the tensor's own methods, so this module
+        never imports torch (the service uses it without torch).
         """
         mean = np.asarray(self.mean, dtype=np.float32) * 255.0
         inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
@@ -84,14 +86,10 @@ class PreprocessSpec:
             if self.channel_order == "BGR":
                 x = x[:, ::-1]
             return np.ascontiguousarray((x - mean[None, :, None, None]) * inv_std[None, :, None, None])
-        import torch  # only training/export reach this branch
-
         x = batch.float()
         if self.channel_order == "BGR":
             x = x.flip(1)
-        m = torch.from_numpy(mean).view(1, 3, 1, 1).to(x.device)
-        s = torch.from_numpy(inv_std).view(1, 3, 1, 1).to(x.device)
-        return (x - m) * s
+        return (x - x.new_tensor(mean.tolist()).view(1, 3, 1, 1)) * x.new_tensor(inv_std.tolist()).view(1, 3, 1, 1)
 
     def prepare(self, images: list[Image.Image]) -> np.ndarray:
         """Decoded RGB images -> model input, float32 (N, 3, H, W)."""

@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from imgclf.paths import state_dir
+
 STACK = "imgclf-local"
 MLFLOW_EXPERIMENT = "imgclf"
-
-
-def _state_dir() -> Path:
-    return Path(os.environ.get("IMGCLF_STATE", Path(__file__).resolve().parents[1] / ".state")).resolve()
 
 
 def ensure_mlflow_experiment(tracking_uri: str, artifact_root: Path) -> None:
@@ -34,7 +32,7 @@ def ensure_local_stack() -> str:
     from zenml.client import Client
     from zenml.enums import StackComponentType as T
 
-    state = _state_dir()
+    state = state_dir().resolve()
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow' / 'mlflow.db'}"
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -68,4 +66,4 @@ def ensure_local_stack() -> str:
 
 if __name__ == "__main__":
     name = ensure_local_stack()
-    print(f"active ZenML stack: {name} (state in {_state_dir()})")
+    print(f"active ZenML stack: {name} (state in {state_dir().resolve()})")

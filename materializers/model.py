@@ -12,7 +12,8 @@ from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, TrainedModel
+from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE
+from imgclf.models.trained import TrainedModel
 from imgclf.export.exporter import RECIPES_FILE, REPORT_FILE
 from imgclf.export.onnx import ExportedModel
 from imgclf.export.quantize import recipe_table_markdown

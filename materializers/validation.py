@@ -10,7 +10,7 @@ from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from imgclf.data.validate import SuiteResult
+from imgclf.data.validation_result import SuiteResult
 
 _JSON = "suite.json"
 _HTML = "suite.html"

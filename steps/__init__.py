@@ -1,6 +1,7 @@
 """One ZenML step per file, thin: parse typed config, call imgclf, log, return typed artifacts."""
 
 import materializers  # noqa: F401  (registers the project's materializers)
+from imgclf.logs import quiet_third_party
 from steps.augment import augment
 from steps.deploy import deploy
 from steps.evaluate import evaluate
@@ -10,5 +11,7 @@ from steps.register import register
 from steps.split import split
 from steps.train import train
 from steps.validate import validate
+
+quiet_third_party()
 
 __all__ = ["ingest", "validate", "split", "augment", "train", "evaluate", "quantize", "register", "deploy"]

@@ -4,7 +4,8 @@ from PIL import Image
 from zenml import step
 from zenml.integrations.pillow.materializers import PillowImageMaterializer
 
-from imgclf.augment import AugmentPolicy, preview_grid, preview_images
+from imgclf.augment.policy import AugmentPolicy
+from imgclf.augment.preview import preview_grid, preview_images
 from imgclf.data.manifest import DatasetManifest
 
 PREVIEW_IMAGES = 8  # columns: training images, one class after another

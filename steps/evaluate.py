@@ -8,13 +8,13 @@ from zenml.client import Client
 from zenml.logger import get_logger
 from zenml.types import HTMLString, MarkdownString
 
-from imgclf.bundle import TrainedModel
+from imgclf.models.trained import TrainedModel
 from imgclf.data.manifest import DatasetManifest
-from imgclf.evaluate.evaluation import Champion, EvaluationConfig, evaluate_model
+from imgclf.evaluate.champion import load_champion
+from imgclf.evaluate.evaluation import EvaluationConfig, evaluate_model
 from imgclf.evaluate.metrics import EvaluationReport, GateConfig, GateResult
 from imgclf.evaluate.model_card import ModelCardConfig, model_card
 from imgclf.evaluate.report import headline_rows, render_html
-from imgclf.registry import alias_version, fetch_bundle
 
 logger = get_logger(__name__)
 
@@ -36,10 +36,9 @@ def evaluate(
     """Score the model on the held-out test split against the production model (if any), decide the
     quality gate that deploy obeys, and write the HTML report and the model card."""
     zenml_model = get_step_context().model
-    champion, unavailable = _production_model(zenml_model.name, production_alias)
-    result = evaluate_model(model, manifest, gate, config, champion)
-    if unavailable:
-        result.report.comparison_note = unavailable
+    tracking_uri = Client().active_stack.experiment_tracker.get_tracking_uri()
+    champion, unavailable = load_champion(zenml_model.name, production_alias, tracking_uri)
+    result = evaluate_model(model, manifest, gate, config, champion, unavailable)
     report, verdict = result.report, result.gate
     logger.info("test %s", "; ".join(f"{name} {value}" for name, value in headline_rows(report)))
     logger.info("%s", report.comparison_note)
@@ -60,20 +59,3 @@ def evaluate(
         mlflow.log_artifacts(tmp, "evaluation/figures")
     log_metadata(metadata={**metrics, "quality_gate_passed": verdict.passed, "comparison": report.comparison_note})
     return report, verdict, HTMLString(html), MarkdownString(card_md)
-
-
-def _production_model(name: str, alias: str) -> tuple[Champion | None, str]:
-    """The registry's `alias` version of `name`, loaded; or None and why it could not be (a broken
-    production entry must not stop a new model from being evaluated)."""
-    tracking_uri = Client().active_stack.experiment_tracker.get_tracking_uri()
-    version = alias_version(name, alias, tracking_uri)
-    if version is None:
-        return None, ""
-    uri = f"models:/{name}/{version}"
-    try:
-        with tempfile.TemporaryDirectory(prefix="imgclf-production-") as tmp:
-            bundle, _ = fetch_bundle(uri, tmp, tracking_uri)
-            return Champion(model=TrainedModel.load(bundle), label=f"{uri} (@{alias})"), ""
-    except Exception as exc:  # noqa: BLE001 - reported in the report and the log instead
-        logger.warning("could not load the production model %s: %s", uri, exc)
-        return None, f"production model {uri} (@{alias}) could not be loaded, so no comparison: {type(exc).__name__}: {exc}"

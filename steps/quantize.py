@@ -3,11 +3,11 @@ from typing import Annotated
 from zenml import log_metadata, step
 from zenml.logger import get_logger
 
-from imgclf.bundle import TrainedModel
-from imgclf.data.cache import decoded_images
+from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
 from imgclf.export.exporter import ExportConfig, calibration_sample, export_checked
 from imgclf.export.onnx import ExportedModel
+from imgclf.models.trained import TrainedModel
 
 logger = get_logger(__name__)
 
@@ -19,12 +19,10 @@ def quantize(
     """ONNX fp32 (fails if it disagrees with torch) and the INT8 recipe search: calibrated on a sample
     of train images, chosen on val (the test split stays untouched by the choice), timed against fp32
     here; INT8 ships only if a recipe won."""
-    spec = model.preprocess
-    val, test, names = manifest.subset("val"), manifest.subset("test"), model.class_names
+    data = DecodedSplits(manifest, model.preprocess, model.class_names)
     exported, search = export_checked(
-        model, calibration_sample(decoded_images(manifest.subset("train"), spec)),
-        decoded_images(val, spec), val.targets(names, manifest.multi_label), config,
-        test_images=decoded_images(test, spec), test_labels=test.targets(names, manifest.multi_label),
+        model, calibration_sample(data.train.images), data.val.images, data.val.targets, config,
+        test_images=data.test.images, test_labels=data.test.targets,
     )
     report = exported.report
     logger.info("%s. On the test split: ONNX max |logit diff| %.2e, top-1 agreement %.4f%s", search.summary(),

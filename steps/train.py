@@ -1,19 +1,18 @@
-import os
-import shutil
-from pathlib import Path
 from typing import Annotated
 
 import mlflow
 from zenml import log_metadata, step
 from zenml.logger import get_logger
 
-from imgclf.augment import AugmentPolicy
-from imgclf.bundle import TrainedModel
+from imgclf.augment.policy import AugmentPolicy
+from imgclf.compress.distill import DistillConfig
+from imgclf.compress.figures import compression_metadata
+from imgclf.compress.plan import compress
+from imgclf.compress.prune import PruneConfig
 from imgclf.data.manifest import DatasetManifest
-from imgclf.export.distill import DistillConfig, distill
-from imgclf.export.prune import PruneConfig, compression_metadata, prune_and_finetune
+from imgclf.models.trained import TrainedModel
 from imgclf.train.config import TrainConfig
-from imgclf.train.loop import fit_manifest
+from imgclf.train.loop import fit_resumable
 
 logger = get_logger(__name__)
 
@@ -26,47 +25,29 @@ def train(
     distill_into: DistillConfig | None = None,
     prune: PruneConfig | None = None,
 ) -> Annotated[TrainedModel, "trained_model"]:
-    """Fine-tune `config.arch` on the train split; keep the weights that score best on val. Optionally
-    distil it into a smaller student and/or prune channels (in that order); the smaller model is then
-    the one the pipeline evaluates, exports and ships, so the gate judges the compressed network.
-
-    Checkpoints live under .state/checkpoints/<data>-<config>: a crashed or killed run started again
-    with the same data and config continues from its last complete epoch. They are removed once the
-    step succeeds, so a later run trains afresh."""
-    state = Path(os.environ.get("IMGCLF_STATE", ".state"))
-    run_key = f"{manifest.content_hash()[:12]}-{config.resume_key()}"
+    """Fine-tune `config.arch` on the train split; keep the weights that score best on val (a killed run
+    started again continues from its last epoch). Optionally distil it into a smaller student and/or
+    prune channels; the smaller model is then the one the pipeline evaluates, exports and ships."""
     mlflow.log_params({f"train.{k}": v for k, v in config.model_dump().items()})
     mlflow.log_params({f"augment.{k}": v for k, v in policy.model_dump().items()})
-    checkpoints = state / "checkpoints" / run_key
-    trained = fit_manifest(
-        manifest,
-        config,
-        policy,
-        on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
-        checkpoint_dir=checkpoints,
-        tensorboard_dir=state / "tensorboard" / run_key,
-    )
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    if distill_into is not None:
-        trained, _alone, report = distill(trained, manifest, distill_into, policy)
-        logger.info("distilled %s into %s; the pipeline goes on with the student:\n%s", config.arch, distill_into.student, report.table())
-        mlflow.log_dict(report.to_dict(), "distill_report.json")
-    if prune is not None:
-        trained, report = prune_and_finetune(trained, manifest, prune, policy)
-        logger.info("pruned %.0f%% of the channels; the pipeline goes on with the pruned model:\n%s", 100 * prune.amount, report.table())
-        mlflow.log_dict(report.to_dict(), "prune_report.json")
-    info = trained.info  # of the model that ships (the student / the pruned fine-tune when enabled)
+    trained = fit_resumable(manifest, config, policy, on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch))
+    result = compress(trained, manifest, policy, distill_into, prune)
+    for name, report in (("distill", result.distill_report), ("prune", result.prune_report)):
+        if report is not None:
+            logger.info("%s: the pipeline goes on with the smaller model\n%s", name, report.table())
+            mlflow.log_dict(report.to_dict(), f"{name}_report.json")
+    shipped = result.model
+    info = shipped.info
     log_metadata(
         metadata={
             "best_val_score": info["best_val_score"],
             "best_epoch": info["best_epoch"],
-            "epochs_run": len(trained.history),
+            "epochs_run": len(shipped.history),
             "stopped_early": info["stopped_early"],
             "resumed_after_epoch": info["resumed_after_epoch"],
             "train_images_per_s": info["steady_train_images_per_s"],
-            "shipped_arch": trained.arch,
+            "shipped_arch": shipped.arch,
             **compression_metadata(info),
         }
     )
-    return trained
-
+    return shipped

@@ -5,7 +5,9 @@ from zenml import log_metadata, step
 from zenml.logger import get_logger
 
 from imgclf.data.manifest import DatasetManifest, Quarantine
-from imgclf.data.validate import SuiteResult, ValidationConfig, validate as validate_dataset
+from imgclf.data.validate import validate as validate_dataset
+from imgclf.data.validation_config import ValidationConfig
+from imgclf.data.validation_result import SuiteResult
 
 logger = get_logger(__name__)
 

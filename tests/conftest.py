@@ -55,7 +55,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """The real digits data set, 30 images per class (300 PNGs)."""
-    from imgclf.datasets import write_digits
+    from imgclf.data.digits import write_digits
 
     out = tmp_path_factory.mktemp("digits")
     write_digits(out, limit_per_class=30)
@@ -64,7 +64,7 @@ def digits_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def full_digits_dir(tmp_path_factory) -> Path:
-    from imgclf.datasets import write_digits
+    from imgclf.data.digits import write_digits
 
     out = tmp_path_factory.mktemp("digits_full")
     write_digits(out)
@@ -90,8 +90,8 @@ def small_model(full_digits_dir):
     """A small real model: resnet10t from scratch, 32 px, 3 epochs on the digits (about 0.97 accuracy).
 
     Returns (TrainedModel, split manifest)."""
-    from imgclf.augment import AugmentPolicy
-    from imgclf.data.cache import decoded_images
+    from imgclf.augment.policy import AugmentPolicy
+    from imgclf.data.decoded import DecodedSplits
     from imgclf.data.ingest import ingest_folder
     from imgclf.data.split import SplitConfig, stratified_split
     from imgclf.preprocess import PreprocessSpec
@@ -99,14 +99,8 @@ def small_model(full_digits_dir):
     from imgclf.train.loop import fit
 
     manifest = stratified_split(ingest_folder(full_digits_dir), SplitConfig())
-    spec = PreprocessSpec(image_size=32)
-    train, val = manifest.subset("train"), manifest.subset("val")
     config = TrainConfig(arch="resnet10t", pretrained=False, image_size=32, epochs=3, lr=3e-3)
-    trained = fit(
-        decoded_images(train, spec), train.label_indices(manifest.class_names),
-        decoded_images(val, spec), val.label_indices(manifest.class_names),
-        manifest.class_names, config, AugmentPolicy(),
-    )
+    trained = fit(DecodedSplits(manifest, PreprocessSpec(image_size=32)), config, AugmentPolicy())
     return trained, manifest
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from imgclf.augment import AugmentPolicy, BatchMix, class_balanced_indices, preview_grid, preview_images
+from imgclf.augment.policy import AugmentPolicy, BatchMix, class_balanced_indices
+from imgclf.augment.preview import preview_grid, preview_images
 from imgclf.data.ingest import ingest_folder
 from imgclf.data.split import SplitConfig, stratified_split
 

@@ -12,14 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgclf.augment import AugmentPolicy
-from imgclf.bundle import SPEC_FILE, WEIGHTS_FILE, TrainedModel
+from imgclf.augment.policy import AugmentPolicy
+from imgclf.bundle import SPEC_FILE, WEIGHTS_FILE
+from imgclf.models.trained import TrainedModel
 from imgclf.cli import main
 from imgclf.data.ingest import ingest_folder
 from imgclf.data.split import SplitConfig, stratified_split
-from imgclf.export.distill import DistillConfig, DistillationLoss, distill, kd_loss, student_config, train_student
-from imgclf.export.prune import PruneConfig, SplitImages, accuracy, count_macs, count_params, prune_and_finetune, prune_model
-from imgclf.models import create
+from imgclf.compress.distill import DistillConfig, DistillationLoss, distill, kd_loss, student_config, train_student
+from imgclf.compress.figures import accuracy, compression_data, count_macs, count_params
+from imgclf.compress.prune import PruneConfig, prune_and_finetune, prune_model
+from imgclf.models.factory import create
 from imgclf.preprocess import PreprocessSpec
 from imgclf.train.config import TrainConfig
 from imgclf.train.loop import fit_manifest
@@ -113,10 +115,10 @@ def test_prune_and_finetune_on_digits(teacher, split):
 def test_batchnorm_recalibration_rescues_the_pruned_network(teacher, split):
     """Pruning leaves later BatchNorm statistics stale: this small net falls to about chance until
     they are re-estimated on train images."""
-    data = SplitImages.load(split, teacher)
+    data = compression_data(split, teacher)
     config = PruneConfig(amount=0.1)
-    stale = accuracy(prune_model(teacher, config).build(), data.test, data.test_labels, teacher.preprocess)
-    recalibrated = accuracy(prune_model(teacher, config, data.train).build(), data.test, data.test_labels, teacher.preprocess)
+    stale = accuracy(prune_model(teacher, config).build(), data.test.images, data.test.targets, teacher.preprocess)
+    recalibrated = accuracy(prune_model(teacher, config, data.train.images).build(), data.test.images, data.test.targets, teacher.preprocess)
     assert recalibrated > 0.8 and recalibrated > stale + 0.3
 
 
@@ -173,7 +175,7 @@ def test_distillation_trains_a_smaller_student_and_at_alpha_zero_is_training_alo
     assert report.student_distilled.params < report.teacher.params / 4 and report.student_alone.params == report.student_distilled.params
     assert student.info["distilled_from"] == {"arch": "resnet10t", "temperature": 4.0, "alpha": 0.7}
     # with no teacher term, the loss hook must leave training exactly as it is without one
-    data = SplitImages.load(split, teacher)
+    data = compression_data(split, teacher)
     plain = config.model_copy(update={"alpha": 0.0})
     no_soft = train_student(teacher, data, teacher.class_names, student_config(teacher, plain), plain, AugmentPolicy())
     assert all(torch.equal(no_soft.state_dict[k], alone.state_dict[k]) for k in alone.state_dict)

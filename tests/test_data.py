@@ -12,7 +12,9 @@ from imgclf.data.cache import decoded_images
 from imgclf.data.decode import ImageRejected, open_image
 from imgclf.data.ingest import DataSourceError, ingest_folder
 from imgclf.data.split import SplitConfig, stratified_split
-from imgclf.data.validate import DataValidationError, ValidationConfig, validate
+from imgclf.data.validate import validate
+from imgclf.data.validation_config import ValidationConfig
+from imgclf.data.validation_result import DataValidationError
 from imgclf.preprocess import PreprocessSpec
 
 

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 from sklearn import metrics as skm
 
-from imgclf.evaluate.latency import LatencyReport, measure_latency, measure_model_latency
+from imgclf.latency import LatencyReport, measure_latency, measure_model_latency
 from imgclf.evaluate.metrics import (
     EvaluationReport,
     GateConfig,

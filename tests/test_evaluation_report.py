@@ -20,7 +20,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from conftest import ROOT
 
 from imgclf.data.manifest import DatasetManifest
-from imgclf.evaluate.evaluation import Champion, EvaluationConfig, evaluate_model
+from imgclf.evaluate.champion import Champion
+from imgclf.evaluate.evaluation import EvaluationConfig, evaluate_model
 from imgclf.evaluate.metrics import GateConfig
 from imgclf.evaluate.model_card import ModelCardConfig, model_card
 from imgclf.evaluate.report import render_html
@@ -154,13 +155,15 @@ def test_model_card_holds_the_real_numbers(small_model, evaluation, two_site_man
 
 
 def test_multilabel_evaluation_matches_sklearn(full_digits_dir, tmp_path):
-    from imgclf.augment import AugmentPolicy
+    from imgclf.augment.policy import AugmentPolicy
     from imgclf.data.cache import decoded_images
+    from imgclf.data.decoded import DecodedSplits
     from imgclf.data.ingest import ingest_folder
     from imgclf.data.split import SplitConfig, stratified_split
+    from imgclf.inference import predict_logits
     from imgclf.preprocess import PreprocessSpec
     from imgclf.train.config import TrainConfig
-    from imgclf.train.loop import fit, predict_logits
+    from imgclf.train.loop import fit
 
     single = ingest_folder(full_digits_dir).records
     single = single.groupby("label").head(40)
@@ -170,10 +173,8 @@ def test_multilabel_evaluation_matches_sklearn(full_digits_dir, tmp_path):
     assert manifest.multi_label
     names = manifest.class_names
     config = TrainConfig(arch="resnet10t", pretrained=False, image_size=32, epochs=2, lr=3e-3)
-    train, val = manifest.subset("train"), manifest.subset("val")
     spec = PreprocessSpec(image_size=32)
-    trained = fit(decoded_images(train, spec), train.label_matrix(names), decoded_images(val, spec), val.label_matrix(names),
-                  names, config, AugmentPolicy())
+    trained = fit(DecodedSplits(manifest, spec), config, AugmentPolicy())
     result = evaluate_model(trained, manifest, GateConfig(min_accuracy=0.0), FAST)
     report = result.report
     ml = report.multi_label

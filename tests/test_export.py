@@ -10,12 +10,14 @@ import onnx
 import pytest
 from pydantic import ValidationError
 
-from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, TrainedModel, serving_model, set_serving_model
+from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, serving_model, set_serving_model
+from imgclf.models.trained import TrainedModel
 from imgclf.data.cache import decoded_images
-from imgclf.evaluate.latency import LatencyReport
+from imgclf.latency import LatencyReport
 from imgclf.export import exporter
 from imgclf.export.exporter import ExportConfig, export_checked
-from imgclf.export.onnx import ExportedModel, export_onnx, onnx_logits, parity, read_metadata
+from imgclf.bundle import read_onnx_metadata
+from imgclf.export.onnx import ExportedModel, export_onnx, onnx_logits, parity
 from imgclf.export.quantize import (
     DEFAULT_CANDIDATES,
     NO_RECIPE,
@@ -26,7 +28,7 @@ from imgclf.export.quantize import (
     search_int8,
 )
 from imgclf.export.torchscript import export_torchscript, load_torchscript
-from imgclf.train.loop import predict_logits
+from imgclf.inference import predict_logits
 
 PER_CHANNEL, PER_TENSOR = Int8Recipe(), Int8Recipe(per_channel=False)
 
@@ -58,7 +60,7 @@ def fake_measure(rates: dict[str, float]):
 
 def test_onnx_and_torchscript_round_trip_with_metadata_and_parity(data):
     trained, fp32, _, images, _, reference = data
-    class_names, spec = read_metadata(fp32)
+    class_names, spec = read_onnx_metadata(fp32)
     assert class_names == trained.class_names and spec == trained.preprocess
     assert parity(reference, onnx_logits(fp32, images, spec)) == {"max_abs_logit_diff": pytest.approx(0, abs=1e-3), "top1_agreement": 1.0}
 
@@ -88,7 +90,7 @@ def test_int8_file_keeps_metadata_records_its_recipe_and_runs(data):
     recipe = Int8Recipe(format="QOperator", calibration="Percentile")
     int8 = quantize_int8(fp32, calibration[:40], trained.preprocess, recipe)  # 40: one full batch of 32 and a tail
     proto = onnx.load_from_string(int8)
-    assert read_metadata(int8) == (trained.class_names, trained.preprocess)
+    assert read_onnx_metadata(int8) == (trained.class_names, trained.preprocess)
     assert Int8Recipe.model_validate_json({p.key: p.value for p in proto.metadata_props}[RECIPE_METADATA_KEY]) == recipe
     assert any(node.op_type == "QLinearConv" for node in proto.graph.node)
     logits = onnx_logits(int8, images, trained.preprocess)
@@ -115,7 +117,7 @@ def test_a_slower_recipe_loses_and_a_failing_one_is_recorded(data):
     measure, calls = fake_measure({"fp32": 100.0, PER_CHANNEL.name: 90.0, PER_TENSOR.name: 150.0})
     search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=0.1, min_agreement=0.0, candidates=[PER_CHANNEL, PER_TENSOR, broken], measure=measure)
     assert search.chosen == PER_TENSOR.name and search.serve == "int8"
-    assert search.chosen_model is not None and read_metadata(search.chosen_model)[0] == trained.class_names
+    assert search.chosen_model is not None and read_onnx_metadata(search.chosen_model)[0] == trained.class_names
     rows = {row["recipe"]: row for row in search.report()["recipes"]}
     assert rows[PER_CHANNEL.name]["speedup"] == pytest.approx(0.9) and not rows[PER_CHANNEL.name]["ok"]
     assert rows[PER_CHANNEL.name]["why"] == "speedup 0.90x < required 1.05x"
@@ -139,9 +141,18 @@ def test_speeds_within_noise_are_a_tie_that_accuracy_breaks(data):
 
 
 def test_a_recipe_that_flips_images_loses_even_when_accuracy_holds(data):
+    """The test images, plus noise images on which per-tensor INT8 disagrees with fp32 (whether a real
+    test image flips depends on the CPU's INT8 kernels): with any accuracy drop allowed, agreement alone
+    must reject the recipes that flip."""
     trained, fp32, calibration, images, labels, _ = data
+    spec = trained.preprocess
+    noise = np.random.default_rng(0).integers(0, 256, (512, spec.image_size, spec.image_size, 3), dtype=np.uint8)
+    fp32_top1 = onnx_logits(fp32, noise, spec).argmax(1)
+    differs = fp32_top1 != onnx_logits(quantize_int8(fp32, calibration, spec, PER_TENSOR), noise, spec).argmax(1)
+    assert differs.any(), "INT8 agreed with fp32 on all 512 noise images: nothing flips to test with"
+    images, labels = np.concatenate([images, noise[differs]]), np.concatenate([labels, fp32_top1[differs]])
     fast, _ = fake_measure({"fp32": 100.0, PER_CHANNEL.name: 300.0, PER_TENSOR.name: 300.0})
-    search = search_int8(fp32, calibration, images, labels, trained.preprocess, tolerance=1.0, min_agreement=1.0,
+    search = search_int8(fp32, calibration, images, labels, spec, tolerance=1.0, min_agreement=1.0,
                          candidates=[PER_CHANNEL, PER_TENSOR], measure=fast)
     rows = search.report()["recipes"]
     assert all(row["ok"] == (row["top1_agreement"] >= 1.0) for row in rows)
@@ -231,8 +242,8 @@ def test_bundle_serves_int8_only_when_chosen(data, tmp_path):
 
 def test_imgclf_export_writes_every_format_and_a_report(small_model, digits_dir, tmp_path, monkeypatch, capsys):
     from imgclf.cli import main
-    from imgclf.data.sources import load_source
-    from imgclf.data.split import SplitConfig, split_usable
+    from imgclf.data.prepare import prepare_data
+    from imgclf.data.split import SplitConfig
 
     trained, _ = small_model
     bundle = trained.save(tmp_path / "bundle")
@@ -246,14 +257,14 @@ def test_imgclf_export_writes_every_format_and_a_report(small_model, digits_dir,
     for name in ("model.onnx", "model.int8.onnx", "model.torchscript.pt", "int8_recipes.md", "export_report.json"):
         assert (out / name).is_file() and name in report["files"]
     assert report["onnx_max_abs_logit_diff"] < 1e-3 and report["onnx_top1_agreement"] == 1.0
-    split, _ = split_usable(load_source(digits_dir), SplitConfig(seed=trained.info["train_config"]["seed"]))
+    split = prepare_data(digits_dir, SplitConfig(seed=trained.info["train_config"]["seed"])).manifest
     # val (as imgclf train splits the data) chooses the recipe; test reports parity untouched by that choice
     assert report["eval_images"] == len(split.subset("val")) > 0 and report["test_images"] == len(split.subset("test")) > 0
     assert report["test_onnx_max_abs_logit_diff"] < 1e-3 and report["test_onnx_top1_agreement"] == 1.0
     assert report["torchscript"]["top1_agreement"] == 1.0
     assert [row["recipe"] for row in report["int8_search"]["recipes"]] == [PER_CHANNEL.name, PER_TENSOR.name]
     assert report["serve"] == ("int8" if report["int8_recipe"] else "fp32") and report["int8_file"]["served"] == (report["serve"] == "int8")
-    assert read_metadata(out / "model.int8.onnx")[0] == trained.class_names
+    assert read_onnx_metadata(out / "model.int8.onnx")[0] == trained.class_names
     runtimes = [row["runtime"] for row in report["runtimes"]]
     assert runtimes[:2] == ["torch fp32", "ORT fp32"] and runtimes[2].startswith(f"ORT INT8 {report['int8_file']['recipe']}")
     assert all(row["images_per_s"] > 0 and row["batch1_p95_ms"] >= row["batch1_p50_ms"] for row in report["runtimes"])

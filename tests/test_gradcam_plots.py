@@ -177,7 +177,7 @@ def test_hooks_are_removed_when_grad_cam_fails(trained):
     ],
 )
 def test_default_target_layer_of_project_architectures(arch, layer):
-    from imgclf.models import create
+    from imgclf.models.factory import create
 
     model, mean, std = create(arch, 3, image_size=64)
     model.eval()
@@ -189,7 +189,7 @@ def test_default_target_layer_of_project_architectures(arch, layer):
 
 
 def test_a_vit_is_refused_with_an_error_that_names_it():
-    from imgclf.models import create
+    from imgclf.models.factory import create
 
     model, _, _ = create("vit_tiny_patch16_224", 2, image_size=32)
     images = np.zeros((1, 32, 32, 3), dtype=np.uint8)

@@ -12,10 +12,11 @@ import torch
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from imgclf.augment import AugmentPolicy
+from imgclf.augment.policy import AugmentPolicy
 from imgclf.data.cache import CacheBuildError, decoded_cache_path, decoded_images
 from imgclf.data.ingest import ingest_folder
-from imgclf.data.loader import BatchAugment, CacheLoader
+from imgclf.augment.batched import BatchAugment
+from imgclf.data.loader import CacheLoader
 from imgclf.preprocess import PreprocessSpec
 
 N, SIZE, BATCH, CLASSES = 203, 8, 16, 7  # N is not a multiple of BATCH: the last batch is partial

@@ -15,7 +15,7 @@ from PIL import Image
 
 from imgclf.data.cache import decoded_images
 from imgclf.data.ingest import ingest_folder
-from imgclf.models import create
+from imgclf.models.factory import create
 from imgclf.preprocess import PreprocessSpec
 from imgclf.train.lr_finder import LRFinderResult, find_lr, run_lr_find, suggest_lr
 

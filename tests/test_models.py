@@ -7,16 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgclf.models import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    WeightsNotFound,
-    backbone_parameters,
-    create,
-    head_parameters,
-    resolve_pretrained,
-    set_backbone_trainable,
-)
+from imgclf.models.factory import IMAGENET_MEAN, IMAGENET_STD, WeightsNotFound, backbone_parameters, create, head_parameters, resolve_pretrained, set_backbone_trainable
 
 
 def _save_safetensors(model: nn.Module, path) -> None:

@@ -12,6 +12,8 @@ import requests
 
 from conftest import SESSION_MLFLOW_URI, fast_pipeline_run
 
+pytestmark = pytest.mark.integration
+
 STEPS = ["ingest", "validate", "split", "augment", "train", "evaluate", "quantize", "register", "deploy"]
 
 
@@ -42,7 +44,7 @@ def test_the_distilled_and_pruned_model_is_what_ships(pipeline_run):
     assert "distill_report" in shipped.info and "prune_report" in shipped.info
     registered = pipeline_run.steps["register"].outputs["registered_model"][0].load()
     from imgclf.registry import fetch_bundle
-    from imgclf.bundle import TrainedModel
+    from imgclf.models.trained import TrainedModel
 
     bundle, _ = fetch_bundle(registered.model_uri, tracking_uri=SESSION_MLFLOW_URI)
     assert TrainedModel.load(bundle).structure == shipped.structure
@@ -104,7 +106,7 @@ def test_summary_points_at_the_report_and_card(pipeline_run, tmp_path, monkeypat
 def test_onnx_artifact_agrees_with_torch(pipeline_run):
     from imgclf.data.cache import decoded_images
     from imgclf.export.onnx import onnx_logits
-    from imgclf.train.loop import predict_logits
+    from imgclf.inference import predict_logits
 
     model = pipeline_run.steps["train"].outputs["trained_model"][0].load()
     exported = pipeline_run.steps["quantize"].outputs["onnx_model"][0].load()

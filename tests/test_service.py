@@ -15,8 +15,11 @@ from conftest import free_port
 from imgclf.bundle import ONNX_FILE
 from imgclf.data.decode import ImageRejected
 from imgclf.export.onnx import export_onnx
+from imgclf import paths
 from imgclf.serving import deployment
 from imgclf.serving.predictor import Predictor
+
+pytestmark = pytest.mark.service
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,7 @@ def test_service_health_and_stop(bundle_dir):
     running = deployment.start(bundle_dir, "local-test", "1", deployment.DeployConfig(port=port))
     with urllib.request.urlopen(f"{running.url}/healthz", timeout=5) as response:
         assert response.status == 200
-    record = json.loads((deployment.deployments_dir() / f"{port}.json").read_text())
+    record = json.loads((paths.deployments_dir() / f"{port}.json").read_text())
     assert record["pid"] == running.pid
     assert deployment.stop_recorded(port)
     with pytest.raises(requests.ConnectionError):

@@ -15,8 +15,9 @@ import pytest
 
 from imgclf.data.archive import ArchiveError, ArchiveLimits, extract
 from imgclf.data.ingest import DataSourceError
-from imgclf.data.sources import SourceConfig, load_source
-from imgclf.data.validate import ValidationConfig, check_images
+from imgclf.data.sources import load_source
+from imgclf.data.file_checks import check_images
+from imgclf.data.validation_config import ValidationConfig
 
 
 @pytest.fixture()

@@ -198,17 +198,18 @@ def test_near_duplicates_across_a_given_split_are_kept_and_reported():
     assert split_report(result)["clusters_across_splits"] == 1
 
 
-def test_split_usable_drops_bad_and_unlabelled_files(digits_dir, tmp_path):
+def test_prepare_data_drops_bad_and_unlabelled_files_with_reasons(digits_dir, tmp_path):
     import shutil
 
-    from imgclf.data.ingest import ingest_folder
-    from imgclf.data.split import split_usable
+    from imgclf.data.prepare import prepare_data
 
     root = tmp_path / "mixed"
     shutil.copytree(digits_dir, root)
     shutil.copy(next((root / "1").iterdir()), root / "loose.png")  # no class folder
     (root / "2" / "notes.png").write_text("not an image")
-    split, skipped = split_usable(ingest_folder(root), SplitConfig())
-    assert skipped == {"not_an_image": 1, "no_label": 1}
+    prepared = prepare_data(root, SplitConfig())
+    split = prepared.manifest
+    assert prepared.skipped.reasons() == {"not_an_image": 1, "no_label": 1}
+    assert sorted(prepared.skipped.records["path"]) == ["2/notes.png", "loose.png"]
     assert len(split) == 300 and set(split.records["split"]) == {"train", "val", "test"}
     assert len(split.label_indices(split.class_names)) == 300  # every row has a class

@@ -11,16 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import ROOT
-from imgclf.augment import AugmentPolicy
-from imgclf.bundle import TrainedModel
+from imgclf.augment.policy import AugmentPolicy
+from imgclf.models.trained import TrainedModel
 from imgclf.data.ingest import ingest_folder
 from imgclf.data.split import SplitConfig, stratified_split
-from imgclf.models import create, head_parameters
+from imgclf.models.factory import create, head_parameters
 from imgclf.train.config import TrainConfig
 from imgclf.train.loop import fit_manifest
 

@@ -7,12 +7,13 @@ import onnx
 import pytest
 from sklearn.metrics import f1_score
 
-from imgclf.bundle import TrainedModel
+from imgclf.models.trained import TrainedModel
 from imgclf.data.cache import decoded_images
 from imgclf.evaluate.metrics import GateConfig, evaluate_predictions, quality_gate
-from imgclf.export.onnx import export_onnx, onnx_logits, parity, read_metadata
+from imgclf.bundle import read_onnx_metadata
+from imgclf.export.onnx import export_onnx, onnx_logits, parity
 from imgclf.export.quantize import quantize_int8
-from imgclf.train.loop import predict_logits
+from imgclf.inference import predict_logits
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +64,14 @@ def test_onnx_matches_torch_and_carries_its_metadata(small_model, test_split):
     proto = onnx.load_from_string(fp32)
     onnx.checker.check_model(proto)
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
-    class_names, spec = read_metadata(fp32)
+    class_names, spec = read_onnx_metadata(fp32)
     assert class_names == trained.class_names and spec == trained.preprocess
     reference = predict_logits(trained.build(), images, trained.preprocess)
     result = parity(reference, onnx_logits(fp32, images, spec))
     assert result["max_abs_logit_diff"] < 1e-3 and result["top1_agreement"] == 1.0
 
     int8 = quantize_int8(fp32, decoded_images(manifest.subset("val"), spec), spec)
-    assert read_metadata(int8)[0] == trained.class_names
+    assert read_onnx_metadata(int8)[0] == trained.class_names
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load_from_string(int8).graph.node)
     int8_logits = onnx_logits(int8, images, spec)
     assert parity(reference, int8_logits)["top1_agreement"] >= 0.95

@@ -19,7 +19,9 @@ from pydantic import ValidationError
 from imgclf.data.decode import ImageRejected, open_image
 from imgclf.data.ingest import ingest_folder
 from imgclf.data.manifest import DatasetManifest
-from imgclf.data.validate import DEFAULT_SEVERITY, DataValidationError, SuiteResult, ValidationConfig, validate
+from imgclf.data.validate import validate
+from imgclf.data.validation_config import DEFAULT_SEVERITY, ValidationConfig
+from imgclf.data.validation_result import DataValidationError, SuiteResult
 
 # ---------------------------------------------------------------- generated images
 
@@ -238,7 +240,7 @@ def test_pixel_cap_and_min_size_come_from_the_config(tmp_path):
 
 
 def test_a_decoder_crash_is_a_quarantine_reason_not_a_crash(tmp_path, monkeypatch):
-    import imgclf.data.validate as module
+    import imgclf.data.file_checks as module
 
     real = module.open_image
 

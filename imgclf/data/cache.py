@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgclf import paths
 from imgclf.data.decode import ImageRejected, open_image
 from imgclf.data.manifest import DatasetManifest
 from imgclf.preprocess import PreprocessSpec
@@ -38,10 +39,6 @@ class CacheBuildError(RuntimeError):
     The manifest given to the cache is expected to be validated; this is raised instead of writing a
     cache with a hole in it.
     """
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("IMGCLF_CACHE_DIR", ".state/cache"))
 
 
 def cache_key(manifest: DatasetManifest, spec: PreprocessSpec) -> str:
@@ -59,7 +56,7 @@ def decoded_cache_path(
 
     Training loaders take this path so that each worker process maps the file itself.
     """
-    cache_dir = Path(cache_dir or default_cache_dir())
+    cache_dir = Path(cache_dir or paths.cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{cache_key(manifest, spec)}.npy"
     shape = (len(manifest), spec.image_size, spec.image_size, 3)

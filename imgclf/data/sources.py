@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from imgclf import paths
 from imgclf.data.archive import ArchiveLimits, download, extract, is_archive
 from imgclf.data.ingest import DataSourceError, describe_files, ingest_folder, list_files
 from imgclf.data.manifest import MANIFEST_COLUMNS, DatasetManifest
@@ -42,7 +42,7 @@ class SourceConfig(BaseModel):
 def load_source(source: str | Path, config: SourceConfig = SourceConfig()) -> DatasetManifest:
     """Dispatch on the kind of `source` and return the manifest of everything it holds."""
     source = str(source)
-    work = Path(config.work_dir or Path(os.environ.get("IMGCLF_STATE", ".state")) / "sources")
+    work = Path(config.work_dir) if config.work_dir else paths.sources_dir()
     limits = ArchiveLimits(config.max_archive_bytes, config.max_archive_members, config.max_archive_bytes)
     if source.lower().startswith(("http://", "https://")):
         source = str(download(source, work / "downloads", limits))

@@ -217,17 +217,3 @@ def _assign(label_sets: list[list[str]], cluster: np.ndarray, given: np.ndarray,
             split[r] = best
     return split
 
-
-def split_usable(received: DatasetManifest, config: SplitConfig) -> tuple[DatasetManifest, dict[str, int]]:
-    """Per-file checks, unlabelled rows dropped, then the split: the data `imgclf train` and
-    `imgclf lr-find` use outside the pipeline (no dataset suite). Returns (split manifest, skipped
-    files by reason)."""
-    from imgclf.data.validate import ValidationConfig, check_images
-
-    readable, quarantine = check_images(received, ValidationConfig())
-    records = readable.records
-    unlabelled = records["label"].isna() | (records["label"].astype(str).str.strip("|") == "")
-    skipped = quarantine.reasons()
-    if unlabelled.any():
-        skipped["no_label"] = skipped.get("no_label", 0) + int(unlabelled.sum())
-    return stratified_split(DatasetManifest(received.root, records[~unlabelled]), config), skipped

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from imgclf.bundle import TrainedModel
-from imgclf.data.cache import decoded_images
+from imgclf.models.trained import TrainedModel
+from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate import plots
-from imgclf.evaluate.latency import measure_model_latency
+from imgclf.evaluate.champion import Champion
+from imgclf.latency import measure_model_latency
 from imgclf.evaluate.metrics import (
     EvaluationReport,
     GateConfig,
@@ -28,7 +29,7 @@ from imgclf.evaluate.metrics import (
 )
 from imgclf.evaluate.stats import bootstrap_ci, compare_models
 from imgclf.evaluate.subgroups import subgroup_metrics
-from imgclf.train.loop import predict_logits
+from imgclf.inference import predict_logits
 
 
 class EvaluationConfig(BaseModel):
@@ -42,14 +43,6 @@ class EvaluationConfig(BaseModel):
     gradcam_images: int = Field(6, ge=0)  # per grid: misclassified, and correct
     subgroup_min_images: int = Field(5, ge=1)  # a smaller subgroup is listed but not called the worst
     measure_latency: bool = True
-
-
-@dataclass
-class Champion:
-    """The model in production, to be scored on the same test images as the challenger."""
-
-    model: TrainedModel
-    label: str  # e.g. "models:/image-classifier/3 (alias production)"
 
 
 @dataclass
@@ -69,49 +62,50 @@ def evaluate_model(
     gate: GateConfig = GateConfig(),
     config: EvaluationConfig = EvaluationConfig(),
     champion: Champion | None = None,
+    champion_note: str = "",
 ) -> Evaluation:
-    """Score `trained` on the manifest's test split (val is used only to tune multi-label thresholds)."""
-    test = manifest.subset("test")
-    if not len(test):
-        raise ValueError("the manifest has no test rows: split the data before evaluating")
+    """Score `trained` on the manifest's test split (val is used only to tune multi-label thresholds).
+    `champion_note` says why there is no champion when the registry could not provide one."""
+    data = DecodedSplits(manifest, trained.preprocess, trained.class_names)
+    data.require("test")
+    test = data.test
     network = trained.build()
-    images = decoded_images(test, trained.preprocess)
-    logits = predict_logits(network, images, trained.preprocess)
-    if manifest.multi_label:
-        report = _multilabel_report(trained, network, manifest, logits, config)
+    logits = predict_logits(network, test.images, trained.preprocess)
+    if data.multi_label:
+        report = _multilabel_report(trained, network, data, logits, config)
         report.comparison_note = "not compared with the production model: the comparison is single-label only"
-        if test.extra_columns:
-            report.subgroups = {"skipped": {c: "subgroup metrics are single-label only" for c in test.extra_columns}}
+        if test.manifest.extra_columns:
+            report.subgroups = {"skipped": {c: "subgroup metrics are single-label only" for c in test.manifest.extra_columns}}
         figures = {}
     else:
-        y_true = test.label_indices(trained.class_names)
         probs = softmax(logits)
-        report = evaluate_probabilities(y_true, probs, trained.class_names, n_bootstrap=config.n_bootstrap, seed=config.seed)
-        figures = _figures(network, trained, images, y_true, probs, report, config)
-        extra = test.extra_columns
+        report = evaluate_probabilities(test.targets, probs, trained.class_names, n_bootstrap=config.n_bootstrap, seed=config.seed)
+        figures = _figures(network, trained, test.images, test.targets, probs, report, config)
+        extra = test.manifest.extra_columns
         if extra:
             report.subgroups = subgroup_metrics(
-                test.records[extra], y_true, probs.argmax(1), len(trained.class_names),
+                test.manifest.records[extra], test.targets, probs.argmax(1), len(trained.class_names),
                 min_images=config.subgroup_min_images, n_bootstrap=config.n_bootstrap, seed=config.seed,
             ).to_dict()
-        report.comparison, report.comparison_note = _compare(
-            champion, test, y_true, probs, trained.class_names, config, trained.info.get("data_hash"))
+        report.comparison, report.comparison_note = _compare(champion, champion_note, manifest, test.targets, probs, trained, config)
     if config.measure_latency:
         report = report.with_latency(measure_model_latency(network, trained.preprocess))
     return Evaluation(report=report, gate=quality_gate(report, gate), figures=figures)
 
 
-def _compare(champion, test, y_true, probs, class_names, config, challenger_data_hash) -> tuple[dict | None, str]:
+def _compare(champion, champion_note, manifest, y_true, probs, trained, config) -> tuple[dict | None, str]:
+    class_names = trained.class_names
     if champion is None:
-        return None, "no production model in the registry: nothing to compare with"
+        return None, champion_note or "no production model in the registry: nothing to compare with"
     if list(champion.model.class_names) != list(class_names):
         return None, (f"production model {champion.label} has other classes ({len(champion.model.class_names)}: "
                       f"{champion.model.class_names[:5]}...) than this model ({len(class_names)}); not comparable")
     spec = champion.model.preprocess
-    champion_probs = softmax(predict_logits(champion.model.build(), decoded_images(test, spec), spec))
+    images = DecodedSplits(manifest, spec, class_names).test.images
+    champion_probs = softmax(predict_logits(champion.model.build(), images, spec))
     result = compare_models(y_true, champion_probs, probs, n_bootstrap=config.n_bootstrap, seed=config.seed, n_classes=len(class_names))
     note = f"compared with production model {champion.label}: {result.explain()}"
-    if champion.model.info.get("data_hash") != challenger_data_hash:
+    if champion.model.info.get("data_hash") != trained.info.get("data_hash"):
         note += ("; caution: production was trained on other data (or its data is unknown), so some of these test images "
                  "may have been in its training set")
     return result.to_dict(), note
@@ -144,19 +138,19 @@ def _figures(network, trained, images, y_true, probs, report, config) -> dict[st
     return figures
 
 
-def _multilabel_report(trained, network, manifest, test_logits, config) -> EvaluationReport:
+def _multilabel_report(trained, network, data: DecodedSplits, test_logits, config) -> EvaluationReport:
     """Exact-match accuracy and macro F1 (thresholds tuned per label on val), both with bootstrap
     CIs, plus the per-label AP / mAP report."""
     from sklearn.metrics import f1_score
 
     names = trained.class_names
-    val = manifest.subset("val")
+    val = data.val
     sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     thresholds = None
     if len(val):
-        val_scores = sigmoid(predict_logits(network, decoded_images(val, trained.preprocess), trained.preprocess))
-        thresholds = tune_thresholds(val.label_matrix(names), val_scores)
-    y = manifest.subset("test").label_matrix(names)
+        val_scores = sigmoid(predict_logits(network, val.images, trained.preprocess))
+        thresholds = tune_thresholds(val.targets, val_scores)
+    y = data.test.targets
     scores = sigmoid(test_logits)
     ml = evaluate_multilabel(y, scores, names, thresholds)
     pred = (scores >= np.array([ml.thresholds[n] for n in names])[None, :]).astype(np.int64)

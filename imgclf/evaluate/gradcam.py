@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from imgclf.inference import model_input
 from imgclf.preprocess import PreprocessSpec
 
 _POOL_NAME = re.compile(r"(Adaptive|Global).*Pool|Pool.*(Adaptive|Global)", re.IGNORECASE)
@@ -193,8 +194,7 @@ def grad_cam(
     with _eval_mode(model), _hooks([layer.register_forward_hook(keep)]), torch.enable_grad():
         for start in range(0, n, batch_size):
             captured.clear()
-            x = torch.from_numpy(np.array(images[start : start + batch_size], dtype=np.uint8)).permute(0, 3, 1, 2).to(device)
-            x = spec.normalize(x).contiguous().requires_grad_(True)  # so the map needs grad even with frozen weights
+            x = model_input(images[start : start + batch_size], spec, device).contiguous().requires_grad_(True)  # so the map needs grad even with frozen weights
             logits = model(x)
             if not captured or captured[-1] is None or captured[-1].ndim != 4:
                 got = "nothing" if not captured or captured[-1] is None else f"shape {tuple(captured[-1].shape)}"

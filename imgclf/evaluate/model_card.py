@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from imgclf.bundle import TrainedModel
+from imgclf.models.trained import TrainedModel
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate.metrics import EvaluationReport, GateResult
 from imgclf.evaluate.report import SUBGROUP_HEADER, failure_lines, fmt, headline_rows, subgroup_rows, worst_subgroup_lines

@@ -18,8 +18,9 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, TrainedModel
-from imgclf.evaluate.latency import describe_machine, example_images, interleaved_rounds, measure_latency, onnx_runner, torch_runner
+from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE
+from imgclf.models.trained import TrainedModel
+from imgclf.latency import describe_machine, example_images, interleaved_rounds, measure_latency, onnx_runner, torch_runner
 from imgclf.export.onnx import ExportedModel, cpu_session, export_onnx, onnx_logits, parity
 from imgclf.export.quantize import (
     DEFAULT_CANDIDATES,
@@ -120,7 +121,7 @@ def _checked_fp32(
 ) -> tuple[np.ndarray, dict[str, float], float]:
     """Torch logits on `images`, the fp32 ONNX's parity with them (fails past the limits, naming
     `name`) and torch's accuracy on `labels`."""
-    from imgclf.train.loop import predict_logits
+    from imgclf.inference import predict_logits
 
     reference = predict_logits(network, images, spec)
     fp32_parity = parity(reference, onnx_logits(fp32, images, spec))
@@ -221,7 +222,7 @@ def export_folder(
     """
     from imgclf.export.openvino_ir import OPENVINO_BIN, OPENVINO_XML, compile_openvino, export_openvino, openvino_available, openvino_logits, openvino_runner
     from imgclf.export.torchscript import export_torchscript, load_torchscript
-    from imgclf.train.loop import predict_logits
+    from imgclf.inference import predict_logits
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

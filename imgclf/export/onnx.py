@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, TrainedModel
+from imgclf.bundle import META_ARCH, META_CLASS_NAMES, META_PREPROCESS, ONNX_FILE, ONNX_INPUT, ONNX_INT8_FILE, ONNX_OUTPUT
+from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
-
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 @dataclass
@@ -42,9 +41,9 @@ def export_onnx(trained: TrainedModel, opset: int = 17) -> bytes:
         torch.zeros(1, 3, size, size),
         buffer,
         dynamo=False,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        input_names=[ONNX_INPUT],
+        output_names=[ONNX_OUTPUT],
+        dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
         opset_version=opset,
     )
     proto = onnx.load_from_string(buffer.getvalue())
@@ -54,20 +53,11 @@ def export_onnx(trained: TrainedModel, opset: int = 17) -> bytes:
 
 
 def _set_metadata(proto, trained: TrainedModel) -> None:
-    meta = {"imgclf.arch": trained.arch, "imgclf.class_names": json.dumps(trained.class_names), "imgclf.preprocess": trained.preprocess.to_json()}
+    meta = {META_ARCH: trained.arch, META_CLASS_NAMES: json.dumps(trained.class_names), META_PREPROCESS: trained.preprocess.to_json()}
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-
-
-def read_metadata(model: bytes | str | Path) -> tuple[list[str], PreprocessSpec]:
-    """Class names and PreprocessSpec stored in an ONNX file by `export_onnx`."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"])
-    meta = session.get_modelmeta().custom_metadata_map
-    return json.loads(meta["imgclf.class_names"]), PreprocessSpec.from_dict(json.loads(meta["imgclf.preprocess"]))
 
 
 def cpu_session(model: bytes | str | Path, spinning: bool = True):
@@ -86,7 +76,7 @@ def cpu_session(model: bytes | str | Path, spinning: bool = True):
 def onnx_logits(model, images: np.ndarray, spec: PreprocessSpec, batch_size: int = 64) -> np.ndarray:
     """Logits for uint8 images (N, H, W, 3); `model` is ONNX bytes, a path or an open session."""
     session = model if hasattr(model, "run") else cpu_session(model)
-    outs = [session.run([OUTPUT_NAME], {INPUT_NAME: spec.normalize(images[i : i + batch_size])})[0] for i in range(0, len(images), batch_size)]
+    outs = [session.run([ONNX_OUTPUT], {ONNX_INPUT: spec.normalize(images[i : i + batch_size])})[0] for i in range(0, len(images), batch_size)]
     return np.concatenate(outs)
 
 

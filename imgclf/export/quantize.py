@@ -23,8 +23,9 @@ from typing import Any, Callable, Iterator, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from imgclf.evaluate.latency import LatencyReport, describe_machine, example_images, interleaved_rounds, measure_latency, onnx_runner
-from imgclf.export.onnx import INPUT_NAME, cpu_session, onnx_logits
+from imgclf.latency import LatencyReport, describe_machine, example_images, interleaved_rounds, measure_latency, onnx_runner
+from imgclf.bundle import ONNX_INPUT
+from imgclf.export.onnx import cpu_session, onnx_logits
 from imgclf.preprocess import PreprocessSpec
 
 # Only the compute ops by default: quantising the shape arithmetic of timm's TF-"SAME" padding
@@ -124,7 +125,7 @@ def _quantize(pre: Path, fp32: bytes, calibration_images: np.ndarray, spec: Prep
 
         def get_next(self):
             start = next(self._starts, None)
-            return None if start is None else {INPUT_NAME: spec.normalize(calibration_images[start : start + batch_size])}
+            return None if start is None else {ONNX_INPUT: spec.normalize(calibration_images[start : start + batch_size])}
 
     types = {"U8": QuantType.QUInt8, "S8": QuantType.QInt8}
     dst = pre.with_name(f"{recipe.name}.onnx")

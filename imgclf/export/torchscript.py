@@ -13,7 +13,7 @@ import json
 import warnings
 from pathlib import Path
 
-from imgclf.bundle import TrainedModel
+from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
 
 CLASS_NAMES_FILE, PREPROCESS_FILE, ARCH_FILE = "imgclf.class_names", "imgclf.preprocess", "imgclf.arch"

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imgclf import paths
+
 MODEL_DIR_ENV = "IMGCLF_MODEL_DIR"
 MODEL_VERSION_ENV = "IMGCLF_MODEL_VERSION"
 
@@ -53,10 +55,6 @@ def serve_command(model_dir: str | Path, version: str, host: str, port: int) -> 
     return cmd, env
 
 
-def deployments_dir() -> Path:
-    return Path(os.environ.get("IMGCLF_STATE", ".state")) / "deployments"
-
-
 def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -74,10 +72,10 @@ def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = No
 
 def start(model_dir: str | Path, model_uri: str, version: str, config: DeployConfig) -> Deployment:
     """Start the service in its own session (it outlives the caller), replacing one on the same port."""
-    record_path = deployments_dir() / f"{config.port}.json"
+    record_path = paths.deployments_dir() / f"{config.port}.json"
     stop_recorded(config.port)
     _ensure_port_free(config.host, config.port)
-    log_file = deployments_dir() / f"{config.port}.log"
+    log_file = paths.deployments_dir() / f"{config.port}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     cmd, env = serve_command(model_dir, version, config.host, config.port)
     with open(log_file, "ab") as log:
@@ -133,7 +131,7 @@ def stop(pid: int, timeout_s: float = 20) -> None:
 
 def stop_recorded(port: int) -> bool:
     """Stop the deployment recorded for `port`, if its process is still alive."""
-    record_path = deployments_dir() / f"{port}.json"
+    record_path = paths.deployments_dir() / f"{port}.json"
     if not record_path.is_file():
         return False
     record = json.loads(record_path.read_text())

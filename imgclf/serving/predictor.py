@@ -5,14 +5,12 @@ Imports neither torch nor ZenML, so the service starts fast and ships small.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from imgclf.bundle import SPEC_FILE, serving_model
+from imgclf.bundle import ONNX_INPUT, ONNX_OUTPUT, read_onnx_metadata, serving_model
 from imgclf.data.decode import open_image
-from imgclf.export.onnx import INPUT_NAME, OUTPUT_NAME, read_metadata
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -25,7 +23,7 @@ class Predictor:
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise FileNotFoundError(f"no ONNX model at {self.onnx_path}")
-        self.class_names, self.spec = read_metadata(self.onnx_path)
+        self.class_names, self.spec = read_onnx_metadata(self.onnx_path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one request at a time per worker; scale with workers
         self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
@@ -35,18 +33,13 @@ class Predictor:
     def from_path(cls, path: str | Path, model_version: str | None = None) -> "Predictor":
         """A bundle folder (the ONNX file its spec says to serve, default model.onnx) or an .onnx file."""
         path = Path(path)
-        if path.is_dir():
-            spec_file = path / SPEC_FILE
-            spec = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
-            version = model_version or str(spec.get("info", {}).get("registry_version", "local"))
-            return cls(path / serving_model(path), version)
-        return cls(path, model_version or "local")
+        return cls(path / serving_model(path) if path.is_dir() else path, model_version or "local")
 
     def predict(self, data: bytes, top_k: int = 3) -> dict:
         """Raw upload bytes -> {label, confidence, top_k, model_version}. Bad input raises ImageRejected."""
         image, _ = open_image(data, max_pixels=MAX_UPLOAD_PIXELS, source="upload")
         x = self.spec.normalize(self.spec.resize(image)[None])
-        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0][0].astype(np.float64)
+        logits = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0][0].astype(np.float64)
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]

@@ -1,0 +1,1 @@
+"""Training: the loop and its state, epoch hooks, optimiser and schedule, data-parallel runs, the LR finder."""

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -21,10 +22,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from imgclf.augment import AugmentPolicy
-from imgclf.bundle import TrainedModel
-from imgclf.data.loader import BatchAugment, CacheLoader
-from imgclf.models import backbone_parameters, create, head_parameters, set_backbone_trainable
+from imgclf import paths
+from imgclf.augment.batched import BatchAugment
+from imgclf.augment.policy import AugmentPolicy
+from imgclf.data.decoded import DecodedSplits
+from imgclf.data.loader import CacheLoader
+from imgclf.data.manifest import DatasetManifest
+from imgclf.inference import predict_logits
+from imgclf.models.factory import backbone_parameters, create, head_parameters, set_backbone_trainable
+from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
 from imgclf.train import checkpoint, distributed
 from imgclf.train.config import TrainConfig
@@ -40,32 +46,6 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def predict_logits(
-    model: nn.Module, images: np.ndarray, spec: PreprocessSpec, batch_size: int = 128, channels_last: bool = True
-) -> np.ndarray:
-    """Logits for uint8 images (N, H, W, 3), preprocessed by `spec`, on the model's device.
-
-    The memory-format change happens outside inference mode: inside it, the module's parameters would
-    become inference tensors, and a later autograd pass (Grad-CAM) on the same module would fail."""
-    model.eval()
-    device = next(model.parameters()).device
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        return _predict_batches(model, images, spec, batch_size, channels_last, device)
-
-
-def _predict_batches(model: nn.Module, images: np.ndarray, spec: PreprocessSpec, batch_size: int, channels_last: bool, device) -> np.ndarray:
-    outs = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.array(images[start : start + batch_size], dtype=np.uint8)).permute(0, 3, 1, 2).to(device)
-        x = spec.normalize(x)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        outs.append(model(x).float().cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
 def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
@@ -122,11 +102,7 @@ def _val_metrics(logits: np.ndarray, targets: np.ndarray, criterion: nn.Module, 
 
 
 def fit(
-    train_images: np.ndarray,
-    train_targets: np.ndarray,
-    val_images: np.ndarray,
-    val_targets: np.ndarray,
-    class_names: list[str],
+    data: DecodedSplits,
     config: TrainConfig,
     policy: AugmentPolicy = AugmentPolicy(),
     on_epoch: OnEpoch | None = None,
@@ -135,15 +111,18 @@ def fit(
     initial: TrainedModel | None = None,
     loss_fn: LossFn | None = None,
 ) -> TrainedModel:
-    """Train and return the weights of the epoch with the best validation score.
+    """Train on `data.train` and return the weights of the epoch with the best score on `data.val`.
 
-    Targets are class indices (N,) for single-label data or multi-hot (N, C) for multi-label data
-    (BCE loss, scored by mAP). With `checkpoint_dir`, every epoch is checkpointed and a run started
-    again with the same config continues from the last complete epoch.
+    Targets are class indices for single-label data or multi-hot rows for multi-label data (BCE
+    loss, scored by mAP). With `checkpoint_dir`, every epoch is checkpointed and a run started again
+    with the same config continues from the last complete epoch.
     `initial`: start from this bundle's network and weights (e.g. a pruned one, whose structure the
     result keeps) instead of building `config.arch`. `loss_fn` replaces the training loss (validation
     keeps plain cross-entropy / BCE).
     """
+    train_images, train_targets = data.train.images, data.train.targets
+    val_images, val_targets = data.val.images, data.val.targets
+    class_names = data.class_names
     dist_info = distributed.setup()
     device = dist_info.device
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
@@ -309,6 +288,7 @@ def fit(
             "rank_weights_max_abs_diff": weight_diff,
             "steady_train_images_per_s": statistics.median(speeds[1:] or speeds),
             "train_config": config.model_dump(),
+            "data_hash": data.data_hash,
         },
     )
 
@@ -369,7 +349,7 @@ def _train_one_epoch(
 
 
 def fit_manifest(
-    manifest,
+    manifest: DatasetManifest,
     config: TrainConfig,
     policy: AugmentPolicy = AugmentPolicy(),
     on_epoch: OnEpoch | None = None,
@@ -377,18 +357,19 @@ def fit_manifest(
     tensorboard_dir: str | Path | None = None,
 ) -> TrainedModel:
     """Train on a split manifest's train rows, select on its val rows, through the decoded cache."""
-    from imgclf.data.cache import decoded_images
+    data = DecodedSplits(manifest, PreprocessSpec(image_size=config.image_size, resize_mode=config.resize_mode))
+    data.require("train")
+    return fit(data, config, policy, on_epoch, checkpoint_dir, tensorboard_dir)
 
-    class_names = manifest.class_names
-    resize = PreprocessSpec(image_size=config.image_size, resize_mode=config.resize_mode)
-    train_set, val_set = manifest.subset("train"), manifest.subset("val")
-    if not len(train_set):
-        raise ValueError("the manifest has no train rows")
 
-    trained = fit(
-        decoded_images(train_set, resize), train_set.targets(class_names, manifest.multi_label),
-        decoded_images(val_set, resize), val_set.targets(class_names, manifest.multi_label),
-        class_names, config, policy, on_epoch, checkpoint_dir, tensorboard_dir,
-    )
-    trained.info["data_hash"] = manifest.content_hash()
+def fit_resumable(
+    manifest: DatasetManifest, config: TrainConfig, policy: AugmentPolicy = AugmentPolicy(), on_epoch: OnEpoch | None = None
+) -> TrainedModel:
+    """`fit_manifest` with checkpoints and TensorBoard logs in the state directory, keyed by the data and
+    the config: a crashed or killed run started again continues from its last complete epoch. The
+    checkpoints are removed once training succeeds, so a later run trains afresh."""
+    run_key = f"{manifest.content_hash()[:12]}-{config.resume_key()}"
+    checkpoints = paths.checkpoints_dir(run_key)
+    trained = fit_manifest(manifest, config, policy, on_epoch, checkpoints, paths.tensorboard_dir(run_key))
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return trained

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from imgclf.inference import model_input
 from imgclf.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -184,10 +185,7 @@ def find_lr(
         batches = _cycled_batches(len(images), min(batch_size, len(images)), rng)
         for step, lr in enumerate(np.geomspace(start_lr, end_lr, num_steps).tolist()):
             idx = next(batches)
-            x = torch.from_numpy(np.asarray(images[idx], dtype=np.uint8)).permute(0, 3, 1, 2).to(device)
-            x = spec.normalize(x)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = model_input(images[idx], spec, device, channels_last)
             loss = criterion(model(x), targets[idx])
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -279,14 +277,13 @@ def run_lr_find(
     split) are swept: the LR is a training choice, and val/test images stay unseen.
     """
     from imgclf.data.cache import decoded_images
-    from imgclf.data.sources import load_source
-    from imgclf.data.split import SplitConfig, split_usable
-    from imgclf.models import create
+    from imgclf.data.prepare import prepare_data
+    from imgclf.models.factory import create
 
-    received = load_source(data_dir)
-    split, skipped = split_usable(received, SplitConfig())
-    if skipped:
-        log.warning("lr-find: skipped %d of %d files: %s", sum(skipped.values()), len(received), skipped)
+    prepared = prepare_data(data_dir)
+    if prepared.describe_skipped():
+        log.warning("lr-find: %s", prepared.describe_skipped())
+    split = prepared.manifest
     manifest = split.subset("train")
     log.info("lr-find: sweeping the %d train images of %d labelled ones", len(manifest), len(split))
     if len(manifest) < 2:

@@ -17,21 +17,23 @@ also trained alone (same config and seed, no teacher) so the report shows what t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imgclf.augment import AugmentPolicy
-from imgclf.bundle import TrainedModel
-from imgclf.export.prune import ModelFigures, SplitImages, figures_table, measure_models
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imgclf.augment.policy import AugmentPolicy
+from imgclf.compress.figures import ModelFigures, compression_data, figures_table, measure_models
+from imgclf.data.decoded import DecodedSplits
+from imgclf.data.manifest import DatasetManifest
+from imgclf.models.factory import create
+from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
 from imgclf.train.config import TrainConfig
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-    from imgclf.data.manifest import DatasetManifest
+from imgclf.train.loop import fit
 
 
 class DistillConfig(BaseModel):
@@ -53,13 +55,11 @@ class DistillConfig(BaseModel):
 
 
 def kd_loss(
-    student_logits: "torch.Tensor", teacher_logits: "torch.Tensor", target: "torch.Tensor",
-    temperature: float, alpha: float, hard_loss: "nn.Module | None" = None,
-) -> "torch.Tensor":
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+    temperature: float, alpha: float, hard_loss: nn.Module | None = None,
+) -> torch.Tensor:
     """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * hard_loss(student, target), batch mean.
     `hard_loss` defaults to cross-entropy; targets may be class indices or (mixed) probabilities."""
-    import torch.nn.functional as F
-
     hard = (hard_loss or F.cross_entropy)(student_logits, target)
     if alpha == 0:
         return hard
@@ -74,11 +74,9 @@ class DistillationLoss:
     """The loop's `loss_fn`: runs the frozen teacher on the student's input batch, then `kd_loss`."""
 
     def __init__(
-        self, teacher: "nn.Module", teacher_spec: PreprocessSpec, student_spec: PreprocessSpec,
-        temperature: float, alpha: float, hard_loss: "nn.Module",
+        self, teacher: nn.Module, teacher_spec: PreprocessSpec, student_spec: PreprocessSpec,
+        temperature: float, alpha: float, hard_loss: nn.Module,
     ) -> None:
-        import torch
-
         if teacher_spec.channel_order != student_spec.channel_order:
             raise ValueError(f"teacher ({teacher_spec.channel_order}) and student ({student_spec.channel_order}) channel orders differ")
         self.teacher = teacher.eval()
@@ -91,12 +89,10 @@ class DistillationLoss:
         self.shift = ((m_s - m_t) / s_t).view(1, 3, 1, 1)
         self.temperature, self.alpha, self.hard_loss = temperature, alpha, hard_loss
 
-    def teacher_input(self, x: "torch.Tensor") -> "torch.Tensor":
+    def teacher_input(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale.to(x.device) + self.shift.to(x.device)
 
-    def __call__(self, logits: "torch.Tensor", target: "torch.Tensor", x: "torch.Tensor") -> "torch.Tensor":
-        import torch
-
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if next(self.teacher.parameters()).device != x.device:
             self.teacher.to(x.device)
         with torch.no_grad():
@@ -140,15 +136,10 @@ def student_config(teacher: TrainedModel, config: DistillConfig) -> TrainConfig:
 
 
 def train_student(
-    teacher: TrainedModel | None, data: SplitImages, class_names: list[str], train_config: TrainConfig,
+    teacher: TrainedModel | None, data: DecodedSplits, class_names: list[str], train_config: TrainConfig,
     config: DistillConfig, policy: AugmentPolicy,
 ) -> TrainedModel:
     """The student trained with the teacher's soft targets, or alone when `teacher` is None."""
-    from torch import nn
-
-    from imgclf.models import create
-    from imgclf.train.loop import fit
-
     loss_fn = None
     if teacher is not None:
         # the normalisation fit() will give the student: create() with fit's own arguments decides it
@@ -161,20 +152,19 @@ def train_student(
             teacher.build(), teacher.preprocess, student_spec, config.temperature, config.alpha,
             nn.CrossEntropyLoss(label_smoothing=train_config.label_smoothing),  # the loop's own hard loss
         )
-    student = fit(data.train, data.train_labels, data.val, data.val_labels, class_names, train_config, policy, loss_fn=loss_fn)
-    student.info["data_hash"] = data.data_hash
+    student = fit(data, train_config, policy, loss_fn=loss_fn)
     if teacher is not None:
         student.info["distilled_from"] = {"arch": teacher.arch, "temperature": config.temperature, "alpha": config.alpha}
     return student
 
 
 def distill(
-    teacher: TrainedModel, split: "DatasetManifest", config: DistillConfig, policy: AugmentPolicy = AugmentPolicy()
+    teacher: TrainedModel, split: DatasetManifest, config: DistillConfig, policy: AugmentPolicy = AugmentPolicy()
 ) -> tuple[TrainedModel, TrainedModel | None, DistillReport]:
     """Distil `teacher` into `config.student` on the split's train rows (selecting on val), train the
     same student alone unless `config.baseline` is off, and measure all of them on the test rows.
     Returns (distilled student, student alone or None, report)."""
-    data = SplitImages.load(split, teacher)
+    data = compression_data(split, teacher)
     class_names = list(teacher.class_names)
     train_config = student_config(teacher, config)
     distilled = train_student(teacher, data, class_names, train_config, config, policy)
@@ -182,7 +172,7 @@ def distill(
 
     bundles = [teacher, distilled] + ([alone] if alone is not None else [])
     figures = measure_models(
-        [(b.build(), b.preprocess) for b in bundles], data.test, data.test_labels, config.latency_repeats, config.latency_rounds
+        [(b.build(), b.preprocess) for b in bundles], data.test.images, data.test.targets, config.latency_repeats, config.latency_rounds
     )
     report = DistillReport(
         teacher_arch=teacher.arch, student_arch=config.student, temperature=config.temperature, alpha=config.alpha,

@@ -1,0 +1,1 @@
+"""The augmentation policy, its batched form for training, and its preview."""
