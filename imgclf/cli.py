@@ -32,15 +32,33 @@ def _serve(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=env)
 
 
-def _load_split(data: str, seed: int, report: bool = True):
-    """Ingest -> per-file checks -> seeded split: the data every command outside ZenML trains on."""
+def _prepare(data: str, split, report: bool = True):
+    """Ingest -> per-file checks -> split: the data every command outside ZenML works on."""
     from imgclf.data.prepare import prepare_data
-    from imgclf.data.split import SplitConfig
 
-    prepared = prepare_data(data, SplitConfig(seed=seed))
+    prepared = prepare_data(data, split)
     if report and prepared.describe_skipped():
         print(prepared.describe_skipped())
-    return prepared.manifest
+    return prepared
+
+
+def _model_split(trained, data: str | None, split_seed: int | None, command: str, need: str):
+    """The split `trained` was trained on: `data`, else the source its bundle records, split by the
+    recorded split config (else by its training seed, as `imgclf train` splits); `split_seed` overrides
+    the seed. Without a source, the error says what the command needs the images for."""
+    from imgclf.data.split import SplitConfig
+
+    source = data or trained.info.get("data_source")
+    if not source:
+        raise SystemExit(
+            f"imgclf {command}: {need}: pass --data with the images the model was trained on "
+            "(the bundle records no data source; `imgclf train` records one)"
+        )
+    recorded = trained.info.get("split_config")
+    split = SplitConfig(**recorded) if recorded else SplitConfig(seed=trained.info.get("train_config", {}).get("seed", 42))
+    if split_seed is not None:
+        split = split.model_copy(update={"seed": split_seed})
+    return _prepare(source, split).manifest
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -51,6 +69,7 @@ def _train(args: argparse.Namespace) -> int:
     import yaml
 
     from imgclf.augment.policy import AugmentPolicy
+    from imgclf.data.split import SplitConfig
     from imgclf.train.config import TrainConfig
     from imgclf.train.loop import fit_manifest
 
@@ -67,8 +86,12 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     main_rank = os.environ.get("RANK", "0") == "0"
 
-    split = _load_split(args.data, config.seed, report=main_rank)
-    trained = fit_manifest(split, config, policy, checkpoint_dir=out / "checkpoints", tensorboard_dir=out / "tensorboard")
+    split_config = SplitConfig(seed=config.seed)
+    prepared = _prepare(args.data, split_config, report=main_rank)
+    trained = fit_manifest(prepared.manifest, config, policy, checkpoint_dir=out / "checkpoints", tensorboard_dir=out / "tensorboard")
+    local = Path(args.data).expanduser()
+    trained.info["data_source"] = str(local.resolve()) if local.exists() else args.data
+    trained.info["split_config"] = split_config.model_dump()
     if main_rank:
         trained.save(out)
         info = trained.info
@@ -86,7 +109,6 @@ def _compress_inputs(args: argparse.Namespace, config_type, flags: dict):
 
     from imgclf.augment.policy import AugmentPolicy
     from imgclf.models.trained import TrainedModel
-    from imgclf.data.split import SplitConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
@@ -94,8 +116,8 @@ def _compress_inputs(args: argparse.Namespace, config_type, flags: dict):
     config = config_type(**settings)
     policy = AugmentPolicy(**(yaml.safe_load(Path(args.augment).read_text()) if args.augment else {}))
     trained = TrainedModel.load(args.model)
-    seed = args.split_seed if args.split_seed is not None else trained.info.get("train_config", {}).get("seed", SplitConfig().seed)
-    return trained, _load_split(args.data, seed), config, policy
+    command = args.func.__name__.strip("_")
+    return trained, _model_split(trained, args.data, args.split_seed, command, "it fine-tunes and measures on them"), config, policy
 
 
 def _write_report(out: Path, name: str, config, report) -> Path:
@@ -141,7 +163,7 @@ def _distill(args: argparse.Namespace) -> int:
 
 def _compress_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("model", help=model_help)
-    p.add_argument("--data", required=True, help="the data the model was trained on (folder, manifest, archive or URL)")
+    p.add_argument("--data", help="the data the model was trained on (folder, manifest, archive or URL); default: the source the bundle records")
     p.add_argument("--out", required=True, help="bundle folder for the result (the JSON report goes inside)")
     p.add_argument("--split-seed", type=int, help="split seed (default: the model's training seed, as imgclf train splits)")
     p.add_argument("--epochs", type=int)
@@ -155,22 +177,18 @@ def _compress_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
 def _export(args: argparse.Namespace) -> int:
     """Bundle -> ONNX fp32, the INT8 recipe that wins on this machine, TorchScript, OpenVINO IR, JSON report."""
     from imgclf.data.decoded import DecodedSplits
-    from imgclf.data.split import SplitConfig
     from imgclf.models.trained import TrainedModel
     from imgclf.export.exporter import ORT_FP32, RECIPES_FILE, ExportConfig, calibration_sample, export_folder, runtime_table
 
-    if args.data is None:
-        raise SystemExit(
-            "imgclf export: INT8 calibration needs images: pass --data with the images the model was trained on "
-            "(a sample of its train split calibrates INT8, its val split chooses the recipe and checks every export)"
-        )
     try:
         trained = TrainedModel.load(args.model_dir)
     except FileNotFoundError as exc:
         raise SystemExit(f"imgclf export: {exc}") from None
     if trained.info.get("multi_label"):
         raise SystemExit(f"imgclf export: {args.model_dir} is a multi-label model; the export checks compare top-1 accuracy, single-label only")
-    split = _load_split(args.data, trained.info.get("train_config", {}).get("seed", SplitConfig().seed))
+    need = ("INT8 calibration needs images (a sample of the train split calibrates INT8, the val split chooses "
+            "the recipe and checks every export)")
+    split = _model_split(trained, args.data, None, "export", need)
     try:
         data = DecodedSplits(split, trained.preprocess, trained.class_names)
     except ValueError as exc:
@@ -311,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="export a bundle to ONNX, INT8 (recipe chosen by measurement), TorchScript and OpenVINO, with a parity and latency report")
     p.add_argument("model_dir", help="bundle folder written by imgclf train")
     p.add_argument("--out", required=True, help="folder for the exported files and export_report.json")
-    p.add_argument("--data", help="the images the model was trained on: a train sample calibrates INT8, val chooses the recipe, test reports parity (required)")
+    p.add_argument("--data", help="the images the model was trained on: a train sample calibrates INT8, val chooses the recipe, test reports parity (default: the source the bundle records)")
     p.add_argument("--tolerance", type=float, help="largest accuracy drop an INT8 recipe may have (default 0.01)")
     p.add_argument("--min-speedup", type=float, help="INT8 must be at least this much faster than ORT fp32 at batch 32 (default 1.05)")
     p.set_defaults(func=_export)
