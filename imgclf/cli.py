@@ -1,4 +1,5 @@
-"""The `imgclf` command: write the default data set, serve a model, summarise the last run."""
+"""The `imgclf` command: the pipeline's code outside ZenML (train, lr-find, export, prune, distill), serving,
+the default data set, and the registry (promote, summary)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,24 @@ def resolve_model(model: str) -> tuple[Path, str]:
 
 def _serve(args: argparse.Namespace) -> int:
     model_dir, version = resolve_model(args.model)
+    _check_servable(model_dir)
     from imgclf.serving.deployment import serve_command
 
     cmd, env = serve_command(model_dir, version, args.host, args.port)
     print(f"serving {args.model} (version {version}) from {model_dir} on http://{args.host}:{args.port}", flush=True)
     return subprocess.call(cmd, env=env)
+
+
+def _check_servable(model: Path) -> None:
+    """The service runs an ONNX file; without one BentoML's worker would fail and restart over and over."""
+    from imgclf.bundle import serving_model
+
+    onnx = model / serving_model(model) if model.is_dir() else model
+    if onnx.suffix != ".onnx" or not onnx.is_file():
+        raise SystemExit(
+            f"imgclf serve: {model} holds no {onnx.name} to serve: the service runs ONNX, and a bundle from "
+            f"`imgclf train` holds torch weights only. Export it first: imgclf export {model} --out {model}"
+        )
 
 
 def _prepare(data: str, split, report: bool = True):
@@ -61,37 +75,45 @@ def _model_split(trained, data: str | None, split_seed: int | None, command: str
     return _prepare(source, split).manifest
 
 
-def _train(args: argparse.Namespace) -> int:
-    """Ingest -> per-file checks -> split -> fit -> bundle, outside ZenML, with the pipeline's code."""
-    import logging
-    import os
-
+def _settings(config_file: str | None, flags: dict) -> dict:
+    """A config's fields: the YAML file's (if any), overridden by the flags that were given."""
     import yaml
 
+    settings = yaml.safe_load(Path(config_file).read_text()) if config_file else {}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    return settings
+
+
+def _policy(augment_file: str | None):
     from imgclf.augment.policy import AugmentPolicy
+
+    return AugmentPolicy(**_settings(augment_file, {}))
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Ingest -> per-file checks -> split -> fit -> bundle, outside ZenML, with the pipeline's code."""
+    import os
+
     from imgclf.data.split import SplitConfig
     from imgclf.train.config import TrainConfig
     from imgclf.train.loop import fit_manifest
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
-    settings.update({k: v for k, v in {
+    flags = {
         "arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size, "epochs": args.epochs,
         "lr": args.lr, "pretrained": args.pretrained, "weights_file": args.weights_file, "transfer": args.transfer,
         "freeze_epochs": args.freeze_epochs, "seed": args.seed, "num_workers": args.workers,
         "early_stopping_patience": args.patience, "ema_decay": args.ema_decay,
-    }.items() if v is not None})
-    config = TrainConfig(**settings)
-    policy = AugmentPolicy(**(yaml.safe_load(Path(args.augment).read_text()) if args.augment else {}))
+    }
+    config = TrainConfig(**_settings(args.config, flags))
     out = Path(args.out)
     main_rank = os.environ.get("RANK", "0") == "0"
-
-    split_config = SplitConfig(seed=config.seed)
-    prepared = _prepare(args.data, split_config, report=main_rank)
-    trained = fit_manifest(prepared.manifest, config, policy, checkpoint_dir=out / "checkpoints", tensorboard_dir=out / "tensorboard")
-    local = Path(args.data).expanduser()
-    trained.info["data_source"] = str(local.resolve()) if local.exists() else args.data
-    trained.info["split_config"] = split_config.model_dump()
+    split = SplitConfig(seed=config.seed)
+    prepared = _prepare(args.data, split, report=main_rank)
+    trained = fit_manifest(
+        prepared.manifest, config, _policy(args.augment), checkpoint_dir=out / "checkpoints", tensorboard_dir=out / "tensorboard"
+    )
+    local = Path(args.data).expanduser()  # recorded, so export/prune/distill find the data without --data
+    trained.info.update(data_source=str(local.resolve()) if local.exists() else args.data, split_config=split.model_dump())
     if main_rank:
         trained.save(out)
         info = trained.info
@@ -102,22 +124,14 @@ def _train(args: argparse.Namespace) -> int:
 
 def _compress_inputs(args: argparse.Namespace, config_type, flags: dict):
     """(bundle, split, config, policy) for prune/distill: --config YAML overridden by flags; the split
-    is the bundle's own (its training seed) unless --split-seed says otherwise."""
-    import logging
-
-    import yaml
-
-    from imgclf.augment.policy import AugmentPolicy
+    is the bundle's own unless --data / --split-seed say otherwise."""
     from imgclf.models.trained import TrainedModel
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    config = config_type(**settings)
-    policy = AugmentPolicy(**(yaml.safe_load(Path(args.augment).read_text()) if args.augment else {}))
+    config = config_type(**_settings(args.config, flags))
     trained = TrainedModel.load(args.model)
     command = args.func.__name__.strip("_")
-    return trained, _model_split(trained, args.data, args.split_seed, command, "it fine-tunes and measures on them"), config, policy
+    split = _model_split(trained, args.data, args.split_seed, command, "it fine-tunes and measures on them")
+    return trained, split, config, _policy(args.augment)
 
 
 def _write_report(out: Path, name: str, config, report) -> Path:
@@ -238,46 +252,41 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    """The latest registered version, its headline metrics, and where its report and card are."""
+    from imgclf import registry
 
-    import mlflow
-
-    from imgclf.registry import latest_version
-
-    uri = mlflow.get_tracking_uri()
-    version = latest_version(args.model_name)
-    mv = mlflow.MlflowClient().get_model_version(args.model_name, version)
-    print(f"\nRegistered models:/{args.model_name}/{version}  (MLflow run {mv.run_id})")
+    found = registry.version_info(args.model_name)
+    print(f"\nRegistered models:/{found.name}/{found.version}  (MLflow run {found.run_id})")
     for key in ("test_accuracy", "test_macro_f1"):
-        if key in mv.tags:
-            print(f"  {key} = {mv.tags[key]}")
-    reports = paths.reports_dir() / f"{args.model_name}-v{version}"
+        if key in found.tags:
+            print(f"  {key} = {found.tags[key]}")
+    reports = paths.reports_dir() / f"{found.name}-v{found.version}"
     for label, artifact in (("Evaluation report", "evaluation/report.html"), ("Model card", "model_card.md")):
-        try:
-            local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact, dst_path=str(reports))
-            print(f"{label}: {Path(local).resolve()}")
-        except mlflow.exceptions.MlflowException:
-            print(f"{label}: not logged by run {mv.run_id}")
-    print(f"MLflow UI:      mlflow ui --backend-store-uri {uri}")
+        local = registry.download_run_file(found.run_id, artifact, reports)
+        print(f"{label}: {local}" if local else f"{label}: not logged by run {found.run_id}")
+    print(f"MLflow UI:      mlflow ui --backend-store-uri {registry.tracking_uri()}")
     print("ZenML dashboard: zenml login --local   (runs, artifacts and visualisations)")
-    print(f"Serve it:       make serve   (or: imgclf serve --model models:/{args.model_name}/{version})")
+    print(f"Serve it:       make serve   (or: imgclf serve --model models:/{found.name}/{found.version})")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imgclf", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP with BentoML")
-    p.add_argument("--model", default="models:/image-classifier/latest", help="bundle folder, .onnx file or models:/NAME/VERSION|latest or models:/NAME@ALIAS")
+    p.add_argument("--model", default="models:/image-classifier/latest",
+                   help="bundle folder, .onnx file or models:/NAME/VERSION|latest or models:/NAME@ALIAS")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=_serve)
 
+
+def _add_digits(sub) -> None:
     p = sub.add_parser("digits", help="write scikit-learn's digits as PNGs, a folder per class")
     p.add_argument("out", nargs="?", default="data/digits")
     p.add_argument("--limit-per-class", type=int, default=0, help="0 = all images")
     p.set_defaults(func=_digits)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model outside ZenML with the pipeline's loop; writes a bundle")
     p.add_argument("data", help="folder per class, split folder, CSV/JSON manifest, archive or URL")
     p.add_argument("--out", required=True, help="bundle folder (checkpoints and TensorBoard logs go inside)")
@@ -298,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", help="YAML of AugmentPolicy fields")
     p.set_defaults(func=_train)
 
+
+def _add_lr_find(sub) -> None:
     p = sub.add_parser("lr-find", help="LR range test (fastai style): suggest a learning rate and save the loss-vs-LR plot")
     p.add_argument("data", nargs="?", default="data/digits", help="folder per class, split folder, CSV/JSON manifest, archive or URL")
     p.add_argument("--arch", default="tf_efficientnet_lite0", help="timm name or torchvision/<name>")
@@ -308,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="lr_find.png", help="where to save the plot (PNG)")
     p.set_defaults(func=_lr_find)
 
+
+def _add_prune(sub) -> None:
     p = sub.add_parser("prune", help="remove the lowest-L1 channels of a bundle, fine-tune, and report before/after")
     _compress_arguments(p, "bundle folder of the trained model")
     p.add_argument("--amount", type=float, help="fraction of channels removed (default 0.3)")
@@ -316,34 +329,60 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="YAML of PruneConfig fields (flags override it)")
     p.set_defaults(func=_prune)
 
+
+def _add_distill(sub) -> None:
     p = sub.add_parser("distill", help="train a small student from a teacher bundle (and alone, to compare)")
     _compress_arguments(p, "bundle folder of the teacher")
     p.add_argument("--student", help="timm name or torchvision/<name> (default mobilenetv3_small_050, random init)")
     p.add_argument("--temperature", type=float)
     p.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (0..1)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None, help="also train the student alone (default on)")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+                   help="also train the student alone (default on)")
     p.add_argument("--config", help="YAML of DistillConfig fields (flags override it)")
     p.set_defaults(func=_distill)
 
-    p = sub.add_parser("export", help="export a bundle to ONNX, INT8 (recipe chosen by measurement), TorchScript and OpenVINO, with a parity and latency report")
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a bundle to ONNX, INT8 (recipe chosen by measurement), TorchScript and "
+                       "OpenVINO, with a parity and latency report")
     p.add_argument("model_dir", help="bundle folder written by imgclf train")
     p.add_argument("--out", required=True, help="folder for the exported files and export_report.json")
-    p.add_argument("--data", help="the images the model was trained on: a train sample calibrates INT8, val chooses the recipe, test reports parity (default: the source the bundle records)")
+    p.add_argument("--data", help="the images the model was trained on: a train sample calibrates INT8, val chooses the "
+                   "recipe, test reports parity (default: the source the bundle records)")
     p.add_argument("--tolerance", type=float, help="largest accuracy drop an INT8 recipe may have (default 0.01)")
-    p.add_argument("--min-speedup", type=float, help="INT8 must be at least this much faster than ORT fp32 at batch 32 (default 1.05)")
+    p.add_argument("--min-speedup", type=float,
+                   help="INT8 must be at least this much faster than ORT fp32 at batch 32 (default 1.05)")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("promote", help="point a registry alias (default: production) at a version; evaluate compares new models with it")
+
+def _add_registry_commands(sub) -> None:
+    p = sub.add_parser("promote", help="point a registry alias (default: production) at a version; evaluate compares new "
+                       "models with it")
     p.add_argument("model", help="models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS")
     p.add_argument("--alias", default="production")
     p.set_defaults(func=_promote)
-
     p = sub.add_parser("summary", help="print the latest registered model and where to look")
     p.add_argument("--model-name", default="image-classifier")
     p.set_defaults(func=_summary)
 
+
+COMMANDS = (_add_serve, _add_digits, _add_train, _add_lr_find, _add_prune, _add_distill, _add_export, _add_registry_commands)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from imgclf.logs import quiet_third_party
+
+    parser = argparse.ArgumentParser(prog="imgclf", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
     args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:  # progress and results as plain lines (a host app's logging is left alone)
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_third_party()
     return args.func(args)
 
 

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_CODE = Path(__file__).parent / "serving" / "mlflow_model.py"
 BUNDLE_ARTIFACT = "bundle"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered version as the registry records it."""
+
+    name: str
+    version: str
+    run_id: str  # the MLflow run that logged it (its artifacts: report, model card, ...)
+    tags: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -28,7 +39,9 @@ def register_bundle(bundle_dir: str | Path, name: str, tags: dict[str, str] | No
     import mlflow
 
     requirements = ["onnxruntime", "numpy", "pillow"]
-    with _active_run():
+    with _active_run(), warnings.catch_warnings():
+        # the wrapper takes image bytes, which MLflow's type-hint signatures do not describe
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
@@ -134,3 +147,32 @@ def fetch_bundle(model_uri: str, dst: str | Path | None = None, tracking_uri: st
     if not bundle.is_dir():
         raise FileNotFoundError(f"models:/{name}/{version} has no {BUNDLE_ARTIFACT} folder; was it registered by imgclf?")
     return bundle, version
+
+
+def version_info(name: str, version: str | None = None, tracking_uri: str | None = None) -> VersionInfo:
+    """`version` of `name` (default: the latest) with its run and tags."""
+    import mlflow
+
+    version = version or latest_version(name, tracking_uri)
+    found = mlflow.MlflowClient(tracking_uri=tracking_uri).get_model_version(name, version)
+    return VersionInfo(name=name, version=str(version), run_id=found.run_id, tags=dict(found.tags))
+
+
+def download_run_file(run_id: str, artifact_path: str, dst: str | Path, tracking_uri: str | None = None) -> Path | None:
+    """A file the run logged, downloaded under `dst`; None when the run did not log it."""
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    except mlflow.exceptions.MlflowException:
+        return None
+    return Path(local).resolve()
+
+
+def tracking_uri() -> str:
+    """Where MLflow tracks and registers (from MLFLOW_TRACKING_URI, as infra/env.sh sets it)."""
+    import mlflow
+
+    return mlflow.get_tracking_uri()
