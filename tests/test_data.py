@@ -65,7 +65,7 @@ def test_validate_quarantines_each_bad_file_with_its_reason(dirty_digits):
     }
     assert len(kept) + len(quarantine) == len(manifest)
     assert len(kept) == 301  # the 300 digits and big.png
-    assert not suite.stops_run and [c["check"] for c in suite.failures()] == ["labels_not_null"]  # loose.png
+    assert not suite.stops_run and [c.check for c in suite.failures()] == ["labels_not_null"]  # loose.png
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
@@ -86,7 +86,7 @@ def test_gx_suite_fails_and_names_the_check(digits_dir, tmp_path):
         validate(manifest, ValidationConfig(min_images_per_class=5))
     _, _, suite = validate(manifest, ValidationConfig(min_images_per_class=5, fail_on_suite_error=False))
     failed = suite.failures("error")
-    assert len(failed) == 1 and failed[0]["suite"] == "class_counts"
+    assert len(failed) == 1 and failed[0].suite == "class_counts"
 
 
 def test_gx_suite_rejects_unexpected_class(digits_dir):
