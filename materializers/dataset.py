@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Type
+from typing import Any
 
 import pandas as pd
 from zenml.enums import ArtifactType, VisualizationType
@@ -16,6 +15,7 @@ from zenml.materializers.base_materializer import BaseMaterializer
 
 from imgclf.data.manifest import DatasetManifest, Quarantine
 from imgclf.data.split import SPLITS, split_report
+from imgclf.render import render
 from materializers._files import download_dir, upload_dir
 
 
@@ -29,33 +29,18 @@ class DatasetManifestMaterializer(BaseMaterializer):
             Path(tmp, "manifest.json").write_text(json.dumps({"root": data.root, "rows": len(data)}))
             upload_dir(Path(tmp), self.uri)
 
-    def load(self, data_type: Type[Any]) -> DatasetManifest:
+    def load(self, data_type: type[Any]) -> DatasetManifest:
         local = download_dir(self.uri)
         meta = json.loads((local / "manifest.json").read_text())
         return DatasetManifest(root=meta["root"], records=pd.read_parquet(local / "records.parquet"))
 
-    def save_visualizations(self, data: DatasetManifest) -> Dict[str, VisualizationType]:
-        counts = data.class_counts()
-        body = f"<h3>{len(data)} images, {len(data.class_names)} classes</h3><p>root: {html.escape(data.root)}</p>"
-        if "split" in data.records.columns:  # the split report: images per class per split
-            report = split_report(data)
-            counts = pd.DataFrame.from_dict(report["per_class"], orient="index").rename_axis("class")
-            counts["total"] = counts.sum(axis=1)
-            counts.loc["all classes"] = counts.sum()
-            body += "<p>split: " + ", ".join(f"{s} {report[s]} ({report[s] / max(len(data), 1):.1%})" for s in SPLITS) + "</p>"
-            if "clusters" in report:
-                body += (
-                    f"<p>{report['rows_in_shared_clusters']} images in clusters kept within one split (same group, bytes "
-                    f"or near-duplicate); largest cluster {report['largest_cluster']}; clusters across splits "
-                    f"{report['clusters_across_splits']}</p>"
-                )
-        body += counts.to_html(border=0)
+    def save_visualizations(self, data: DatasetManifest) -> dict[str, VisualizationType]:
         path = os.path.join(self.uri, "summary.html")
         with fileio.open(path, "w") as f:
-            f.write(f"<html><body style='font-family:sans-serif'>{body}</body></html>")
+            f.write(render("dataset_summary.html.j2", **_summary(data)))
         return {path: VisualizationType.HTML}
 
-    def extract_metadata(self, data: DatasetManifest) -> Dict[str, Any]:
+    def extract_metadata(self, data: DatasetManifest) -> dict[str, Any]:
         return {"images": len(data), "classes": len(data.class_names), "data_hash": data.content_hash()}
 
 
@@ -67,16 +52,42 @@ class QuarantineMaterializer(BaseMaterializer):
         with fileio.open(os.path.join(self.uri, "quarantine.json"), "w") as f:
             f.write(data.records.to_json(orient="records", indent=1))
 
-    def load(self, data_type: Type[Any]) -> Quarantine:
+    def load(self, data_type: type[Any]) -> Quarantine:
         with fileio.open(os.path.join(self.uri, "quarantine.json"), "r") as f:
             rows = json.loads(f.read())
         return Quarantine(pd.DataFrame(rows, columns=["path", "reason", "detail"]))
 
-    def save_visualizations(self, data: Quarantine) -> Dict[str, VisualizationType]:
+    def save_visualizations(self, data: Quarantine) -> dict[str, VisualizationType]:
         path = os.path.join(self.uri, "quarantine.csv")
         with fileio.open(path, "w") as f:
             f.write(data.records.to_csv(index=False))
         return {path: VisualizationType.CSV}
 
-    def extract_metadata(self, data: Quarantine) -> Dict[str, Any]:
+    def extract_metadata(self, data: Quarantine) -> dict[str, Any]:
         return {"quarantined": len(data), **{f"reason_{k}": v for k, v in data.reasons().items()}}
+
+
+def _summary(data: DatasetManifest) -> dict[str, Any]:
+    """What the summary page shows: size, root, images per class, and once split, the images per class
+    per split (with totals), each split's share and how rows were clustered."""
+    counts, splits, clusters = data.class_counts(), [], None
+    if "split" in data.records.columns:
+        report = split_report(data)
+        counts = pd.DataFrame.from_dict(report["per_class"], orient="index").rename_axis("class")
+        counts["total"] = counts.sum(axis=1)
+        counts.loc["all classes"] = counts.sum()
+        splits = [{"name": s, "images": report[s], "share": report[s] / max(len(data), 1)} for s in SPLITS]
+        clusters = report if "clusters" in report else None
+    table = {
+        "index_name": counts.index.name or "",
+        "columns": [str(c) for c in counts.columns],
+        "rows": [(str(name), [int(v) for v in row]) for name, row in zip(counts.index, counts.to_numpy())],
+    }
+    return {
+        "images": len(data),
+        "classes": len(data.class_names),
+        "root": data.root,
+        "splits": splits,
+        "clusters": clusters,
+        "table": table,
+    }

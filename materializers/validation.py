@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Type
+from typing import Any
 
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
@@ -24,17 +24,17 @@ class SuiteResultMaterializer(BaseMaterializer):
         with fileio.open(os.path.join(self.uri, _JSON), "w") as f:
             f.write(json.dumps(data.to_dict(), indent=1, default=str))
 
-    def load(self, data_type: Type[Any]) -> SuiteResult:
+    def load(self, data_type: type[Any]) -> SuiteResult:
         with fileio.open(os.path.join(self.uri, _JSON), "r") as f:
             return SuiteResult.from_dict(json.loads(f.read()))
 
-    def save_visualizations(self, data: SuiteResult) -> Dict[str, VisualizationType]:
+    def save_visualizations(self, data: SuiteResult) -> dict[str, VisualizationType]:
         path = os.path.join(self.uri, _HTML)
         with fileio.open(path, "w") as f:
             f.write(data.to_html())
         return {path: VisualizationType.HTML}
 
-    def extract_metadata(self, data: SuiteResult) -> Dict[str, Any]:
+    def extract_metadata(self, data: SuiteResult) -> dict[str, Any]:
         return {
             **data.counts,
             "suite_success": data.success,

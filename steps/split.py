@@ -10,7 +10,9 @@ log = logging.getLogger(__name__)
 
 
 @step
-def split(manifest: DatasetManifest, config: SplitConfig = SplitConfig()) -> Annotated[DatasetManifest, "split_manifest"]:
+def split(
+    manifest: DatasetManifest, config: SplitConfig = SplitConfig()
+) -> Annotated[DatasetManifest, "split_manifest"]:
     """Stratified, seeded, leak-free train/val/test assignment (a `split` column on the manifest).
 
     Groups and near-duplicates stay in one split; the step metadata holds the counts per split and per
@@ -20,10 +22,15 @@ def split(manifest: DatasetManifest, config: SplitConfig = SplitConfig()) -> Ann
     report = split_report(result)
     empty = [name for name in SPLITS if report[name] == 0]
     if empty:
-        log.warning("split: %s empty (counts %s); check the fractions, groups and any given split column",
-                    ", ".join(empty), {name: report[name] for name in SPLITS})
+        log.warning(
+            "split: %s empty (counts %s); check the fractions, groups and any given split column",
+            ", ".join(empty),
+            {name: report[name] for name in SPLITS},
+        )
     if report.get("clusters_across_splits"):
-        log.warning("split: %d near-duplicate/group clusters straddle the given splits (kept as given)",
-                    report["clusters_across_splits"])
+        log.warning(
+            "split: %d near-duplicate/group clusters straddle the given splits (kept as given)",
+            report["clusters_across_splits"],
+        )
     log_metadata(metadata=report)
     return result

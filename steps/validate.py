@@ -1,10 +1,11 @@
-from typing import Annotated, Tuple
+from typing import Annotated
 
 import mlflow
 from zenml import log_metadata, step
 from zenml.logger import get_logger
 
 from imgclf.data.manifest import DatasetManifest, Quarantine
+from imgclf.data.validate import console_report
 from imgclf.data.validate import validate as validate_dataset
 from imgclf.data.validation_config import ValidationConfig
 from imgclf.data.validation_result import SuiteResult
@@ -15,7 +16,7 @@ logger = get_logger(__name__)
 @step(experiment_tracker=True)
 def validate(
     manifest: DatasetManifest, config: ValidationConfig = ValidationConfig()
-) -> Tuple[
+) -> tuple[
     Annotated[DatasetManifest, "validated_manifest"],
     Annotated[Quarantine, "quarantine"],
     Annotated[SuiteResult, "data_validation"],
@@ -23,15 +24,14 @@ def validate(
     """Quarantine unusable files with a reason, run the Great Expectations suite on the rest, publish
     the result (metadata, MLflow), and only then stop the run if an error-severity check failed."""
     kept, quarantine, suite = validate_dataset(manifest, config, raise_on_error=False)
-    for row in quarantine.records.itertuples():
-        logger.warning("quarantined %s: %s (%s)", row.path, row.reason, row.detail)
-    logger.info("validation %s; %s\n%s", suite.verdict(), suite.accounting(), suite.summary())
+    for level, line in console_report(suite, quarantine):
+        logger.log(level, line)
     log_metadata(
         metadata={
             **suite.counts,  # received == kept + quarantined + duplicates
             "suite_success": suite.success,
-            "failed_errors": sorted({c["check"] for c in suite.failures("error")}),
-            "failed_warnings": sorted({c["check"] for c in suite.failures("warning")}),
+            "failed_errors": sorted({c.check for c in suite.failures("error")}),
+            "failed_warnings": sorted({c.check for c in suite.failures("warning")}),
             "quarantine_reasons": quarantine.reasons(),
         }
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,11 +13,13 @@ from PIL import Image
 
 from imgclf.data.cache import decoded_images
 from imgclf.data.decode import ImageRejected, open_image
+from imgclf.data.file_checks import check_images
 from imgclf.data.ingest import DataSourceError, ingest_folder
 from imgclf.data.split import SplitConfig, stratified_split
 from imgclf.data.validate import validate
 from imgclf.data.validation_config import ValidationConfig
 from imgclf.data.validation_result import DataValidationError
+from imgclf.logs import Progress, progress
 from imgclf.preprocess import PreprocessSpec
 
 
@@ -65,7 +70,7 @@ def test_validate_quarantines_each_bad_file_with_its_reason(dirty_digits):
     }
     assert len(kept) + len(quarantine) == len(manifest)
     assert len(kept) == 301  # the 300 digits and big.png
-    assert not suite.stops_run and [c["check"] for c in suite.failures()] == ["labels_not_null"]  # loose.png
+    assert not suite.stops_run and [c.check for c in suite.failures()] == ["labels_not_null"]  # loose.png
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
@@ -86,7 +91,7 @@ def test_gx_suite_fails_and_names_the_check(digits_dir, tmp_path):
         validate(manifest, ValidationConfig(min_images_per_class=5))
     _, _, suite = validate(manifest, ValidationConfig(min_images_per_class=5, fail_on_suite_error=False))
     failed = suite.failures("error")
-    assert len(failed) == 1 and failed[0]["suite"] == "class_counts"
+    assert len(failed) == 1 and failed[0].suite == "class_counts"
 
 
 def test_gx_suite_rejects_unexpected_class(digits_dir):
@@ -131,3 +136,46 @@ def test_split_keeps_a_tiny_class_in_train(digits_dir, tmp_path):
         extra.unlink()
     result = stratified_split(ingest_folder(root), SplitConfig())
     assert result.records.loc[result.records["label"] == "0", "split"].tolist() == ["train"]
+
+
+def test_file_checks_and_cache_build_log_progress_only_when_slow(digits_dir, tmp_path, monkeypatch, caplog):
+    import imgclf.data.cache as cache_module
+    import imgclf.data.file_checks as checks_module
+
+    manifest, spec = ingest_folder(digits_dir), PreprocessSpec(image_size=8)
+    caplog.set_level(logging.INFO)
+
+    def progress_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name in (cache_module.__name__, checks_module.__name__)]
+
+    check_images(manifest, ValidationConfig())
+    decoded_images(manifest, spec, cache_dir=tmp_path / "quick", workers=1)
+    assert progress_lines() == []  # quick work says nothing
+    monkeypatch.setattr(checks_module, "progress", functools.partial(progress, every_s=0))  # as if each chunk were slow
+    monkeypatch.setattr(cache_module, "Progress", functools.partial(Progress, every_s=0))
+    check_images(manifest, ValidationConfig())
+    decoded_images(manifest, spec, cache_dir=tmp_path / "slow", workers=1)
+    lines = progress_lines()
+    assert lines[0].startswith("checking files: 300 files in ")
+    assert lines[1].startswith("decoding the image cache: 256/300 images (85%)")
+    assert lines[2].startswith("decoding the image cache: 300 images in ") and len(lines) == 3
+
+
+def test_manifest_summary_page_shows_images_per_class_and_split(digits_dir, tmp_path):
+    from materializers.dataset import DatasetManifestMaterializer
+
+    manifest = ingest_folder(digits_dir)
+    pages = []
+    for name, data in (("raw", manifest), ("split", stratified_split(manifest, SplitConfig(seed=7)))):
+        (tmp_path / name).mkdir()
+        (path,) = DatasetManifestMaterializer(uri=str(tmp_path / name)).save_visualizations(data)
+        pages.append(Path(path).read_text())
+    raw, split = pages
+    for page in pages:
+        assert "<h3>300 images, 10 classes</h3>" in page and f"root: {digits_dir}" in page
+    assert "<th>images</th>" in raw and "<tr><th>7</th><td>30</td></tr>" in raw and "split:" not in raw
+    assert "split: train 220 (73.3%), val 40 (13.3%), test 40 (13.3%)" in split
+    assert "<th>train</th><th>val</th><th>test</th><th>total</th>" in split
+    assert "<tr><th>7</th><td>22</td><td>4</td><td>4</td><td>30</td></tr>" in split
+    assert "<tr><th>all classes</th><td>220</td><td>40</td><td>40</td><td>300</td></tr>" in split
+    assert "images in clusters kept within one split" in split and "clusters across splits 0" in split

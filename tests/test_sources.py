@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from imgclf.data.archive import ArchiveError, ArchiveLimits, extract
+from imgclf.data.file_checks import check_images
 from imgclf.data.ingest import DataSourceError
 from imgclf.data.sources import load_source
-from imgclf.data.file_checks import check_images
 from imgclf.data.validation_config import ValidationConfig
 
 
@@ -60,12 +60,16 @@ def test_csv_with_extra_columns_and_absolute_path_inside_root(flat_images):
     assert len(manifest) == 12 and manifest.class_names == ["0", "1", "2"]
     assert list(manifest.records.columns[-2:]) == ["group", "site"]
     first = manifest.records.iloc[0]
-    assert first["path"] == files[0] and first["group"] == "g0" and first["site"] == "site0" and len(first["sha256"]) == 64
+    assert (
+        first["path"] == files[0] and first["group"] == "g0" and first["site"] == "site0" and len(first["sha256"]) == 64
+    )
 
 
 def test_multi_label_csv_and_json(flat_images):
     files = sorted(p.name for p in flat_images.iterdir())
-    (flat_images / "tags.csv").write_text("path,labels\n" + "\n".join(f"{f},digit{f[1]}|{'odd' if int(f[1]) % 2 else 'even'}" for f in files))
+    (flat_images / "tags.csv").write_text(
+        "path,labels\n" + "\n".join(f"{f},digit{f[1]}|{'odd' if int(f[1]) % 2 else 'even'}" for f in files)
+    )
     manifest = load_source(flat_images / "tags.csv")
     assert manifest.multi_label and manifest.class_names == ["digit0", "digit1", "digit2", "even", "odd"]
     assert manifest.records.iloc[0]["label"] == "digit0|even"
@@ -123,7 +127,11 @@ def test_url_archive_is_downloaded(digits_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "member, message",
-    [("../evil.png", "escapes the extraction folder"), ("/etc/evil.png", "absolute path"), ("a/../../evil.png", "escapes")],
+    [
+        ("../evil.png", "escapes the extraction folder"),
+        ("/etc/evil.png", "absolute path"),
+        ("a/../../evil.png", "escapes"),
+    ],
 )
 def test_zip_slip_is_refused_naming_the_member(tmp_path, member, message):
     archive = tmp_path / "evil.zip"

@@ -27,7 +27,11 @@ def synthetic(labels, groups=None, hashes=None, seed=0) -> DatasetManifest:
             "path": [f"{label}/{i:05d}.png" for i, label in enumerate(labels)],
             "label": [str(label) for label in labels],
             "sha256": [hashlib.sha256(f"{seed}-{i}".encode()).hexdigest() for i in range(n)],
-            "bytes": 100, "format": "PNG", "mode": "RGB", "width": 32, "height": 32,
+            "bytes": 100,
+            "format": "PNG",
+            "mode": "RGB",
+            "width": 32,
+            "height": 32,
             "phash": [f"{int(h):016x}" for h in hashes],
         }
     )
@@ -40,8 +44,18 @@ def from_folder(root: Path) -> DatasetManifest:
     rows = []
     for path in sorted(root.rglob("*.*")):
         data = path.read_bytes()
-        rows.append({"path": path.relative_to(root).as_posix(), "label": path.parent.name, "sha256": hashlib.sha256(data).hexdigest(),
-                     "bytes": len(data), "format": path.suffix[1:].upper(), "mode": "RGB", "width": 48, "height": 48})
+        rows.append(
+            {
+                "path": path.relative_to(root).as_posix(),
+                "label": path.parent.name,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+                "format": path.suffix[1:].upper(),
+                "mode": "RGB",
+                "width": 48,
+                "height": 48,
+            }
+        )
     return DatasetManifest(str(root), pd.DataFrame(rows))
 
 
@@ -76,7 +90,9 @@ def test_groups_never_straddle_splits_and_classes_stay_stratified():
     share = pd.crosstab(result["label"], result["split"], normalize="index")
     assert np.allclose(share["train"], 0.70, atol=0.03) and np.allclose(share["test"], 0.15, atol=0.03)
     # without the group column the same rows do straddle splits: the check above can fail
-    ignored = stratified_split(synthetic(labels, groups), SplitConfig(group_column=None)).records.dropna(subset=["group"])
+    ignored = stratified_split(synthetic(labels, groups), SplitConfig(group_column=None)).records.dropna(
+        subset=["group"]
+    )
     assert ignored.groupby("group")["split"].nunique().max() > 1
 
 

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 from pydantic import ValidationError
 
 from imgclf.data.decode import ImageRejected, open_image
 from imgclf.data.ingest import ingest_folder
-from imgclf.data.manifest import DatasetManifest
-from imgclf.data.validate import validate
+from imgclf.data.manifest import DatasetManifest, Quarantine
+from imgclf.data.validate import console_report, validate
 from imgclf.data.validation_config import DEFAULT_SEVERITY, ValidationConfig
-from imgclf.data.validation_result import DataValidationError, SuiteResult
+from imgclf.data.validation_result import DataValidationError, Duplicate, SuiteCheck, SuiteResult
 
 # ---------------------------------------------------------------- generated images
 
@@ -89,18 +91,48 @@ def animated_gif() -> bytes:
 
 # name -> (bytes, decoded size, {pixel xy: expected RGB}, tolerance for lossy formats)
 ODD_IMAGES = {
-    "a/cmyk.jpg": (lambda: encode(Image.new("CMYK", (16, 16), (0, 255, 0, 0)), "JPEG", quality=95), (16, 16), {(8, 8): (255, 0, 255)}, 8),
+    "a/cmyk.jpg": (
+        lambda: encode(Image.new("CMYK", (16, 16), (0, 255, 0, 0)), "JPEG", quality=95),
+        (16, 16),
+        {(8, 8): (255, 0, 255)},
+        8,
+    ),
     "a/grey16.png": (lambda: encode(Image.new("I;16", (16, 16), 40000), "PNG"), (16, 16), {(3, 3): (156, 156, 156)}, 0),
     "a/palette_transparent.png": (palette_with_transparency, (16, 16), {(2, 2): (255, 0, 0), (12, 2): (0, 0, 0)}, 0),
-    "a/grey_alpha.png": (lambda: encode(Image.new("LA", (16, 16), (200, 128)), "PNG"), (16, 16), {(5, 5): (100, 100, 100)}, 1),
+    "a/grey_alpha.png": (
+        lambda: encode(Image.new("LA", (16, 16), (200, 128)), "PNG"),
+        (16, 16),
+        {(5, 5): (100, 100, 100)},
+        1,
+    ),
     "a/rotated.jpg": (exif_rotated_jpeg, (20, 40), {(10, 3): (255, 0, 0), (10, 36): (0, 0, 255)}, 40),
-    "a/photo.webp": (lambda: encode(Image.new("RGB", (16, 16), (0, 0, 255)), "WEBP", lossless=True), (16, 16), {(4, 4): (0, 0, 255)}, 0),
+    "a/photo.webp": (
+        lambda: encode(Image.new("RGB", (16, 16), (0, 0, 255)), "WEBP", lossless=True),
+        (16, 16),
+        {(4, 4): (0, 0, 255)},
+        0,
+    ),
     "a/animated.gif": (animated_gif, (16, 16), {(8, 8): (255, 0, 0)}, 0),
     "a/bitmap.bmp": (lambda: encode(Image.new("RGB", (16, 16), (1, 2, 3)), "BMP"), (16, 16), {(0, 0): (1, 2, 3)}, 0),
     "a/scan.tiff": (lambda: encode(Image.new("RGB", (16, 16), (4, 5, 6)), "TIFF"), (16, 16), {(0, 0): (4, 5, 6)}, 0),
-    "a/SHOUT.JPG": (lambda: encode(Image.new("RGB", (16, 16), (0, 200, 0)), "JPEG", quality=95), (16, 16), {(8, 8): (0, 200, 0)}, 8),
-    "a/ünïcødé name 7.png": (lambda: encode(Image.new("RGB", (16, 16), (7, 8, 9)), "PNG"), (16, 16), {(0, 0): (7, 8, 9)}, 0),
-    "a/actually_png.jpg": (lambda: encode(Image.new("RGB", (16, 16), (9, 9, 9)), "PNG"), (16, 16), {(0, 0): (9, 9, 9)}, 0),
+    "a/SHOUT.JPG": (
+        lambda: encode(Image.new("RGB", (16, 16), (0, 200, 0)), "JPEG", quality=95),
+        (16, 16),
+        {(8, 8): (0, 200, 0)},
+        8,
+    ),
+    "a/ünïcødé name 7.png": (
+        lambda: encode(Image.new("RGB", (16, 16), (7, 8, 9)), "PNG"),
+        (16, 16),
+        {(0, 0): (7, 8, 9)},
+        0,
+    ),
+    "a/actually_png.jpg": (
+        lambda: encode(Image.new("RGB", (16, 16), (9, 9, 9)), "PNG"),
+        (16, 16),
+        {(0, 0): (9, 9, 9)},
+        0,
+    ),
 }
 
 
@@ -133,7 +165,10 @@ BAD_FILES = {
     "a/cut.png": (noise_png_cut_in_half, "truncated"),
     "a/cut.jpg": (noise_jpeg_cut_in_half, "truncated"),
     "a/garbled.png": (lambda: png_with(16, 16, b"\x00not zlib data at all" * 8), "corrupt"),
-    "a/garbled.jpg": (lambda: encode(noise((32, 32), 3), "JPEG")[:200] + bytes(range(256)) * 8 + b"\xff\xd9", "corrupt"),
+    "a/garbled.jpg": (
+        lambda: encode(noise((32, 32), 3), "JPEG")[:200] + bytes(range(256)) * 8 + b"\xff\xd9",
+        "corrupt",
+    ),
     "a/bomb.png": (lambda: png_with(BOMB_SIDE, BOMB_SIDE, zlib.compress(b"\x00" * 64)), "decompression_bomb"),
     "a/tiny.png": (lambda: encode(Image.new("RGB", (4, 4)), "PNG"), "too_small"),
     "a/odd_layout.tiff": (tiff_with_unknown_pixel_layout, "unreadable_mode"),
@@ -144,17 +179,22 @@ def reasons_of(quarantine) -> dict[str, str]:
     return dict(zip(quarantine.records["path"], quarantine.records["reason"]))
 
 
-def check(suite: SuiteResult, name: str) -> dict:
-    (found,) = [c for c in suite.checks if c["check"] == name and c["column"] != "height"]
+def check(suite: SuiteResult, name: str) -> SuiteCheck:
+    (found,) = [c for c in suite.checks if c.check == name and c.column != "height"]
     return found
 
 
 def assert_accounted(manifest: DatasetManifest, kept, quarantine, suite: SuiteResult) -> None:
     """received == kept + quarantined + duplicates, and every received path is in exactly one place."""
-    dropped = [d["duplicate"] for d in suite.duplicates]
+    dropped = [d.duplicate for d in suite.duplicates]
     places = list(kept.records["path"]) + list(quarantine.records["path"]) + dropped
     assert sorted(places) == sorted(manifest.records["path"])
-    assert suite.counts == {"received": len(manifest), "kept": len(kept), "quarantined": len(quarantine), "duplicates": len(dropped)}
+    assert suite.counts == {
+        "received": len(manifest),
+        "kept": len(kept),
+        "quarantined": len(quarantine),
+        "duplicates": len(dropped),
+    }
 
 
 # ---------------------------------------------------------------- odd but valid images
@@ -222,7 +262,7 @@ def test_decompression_bomb_is_never_decoded(tmp_path, monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
     root = make_dataset(tmp_path / "data")
     write(root, "a/bomb.png", BAD_FILES["a/bomb.png"][0]())
-    kept, quarantine, _ = validate(ingest_folder(root), ValidationConfig())
+    _, quarantine, _ = validate(ingest_folder(root), ValidationConfig())
     assert reasons_of(quarantine) == {"a/bomb.png": "decompression_bomb"}
     assert decoded_sizes.count((16, 16)) >= 12, "the spy must see the good images being decoded"
     assert (BOMB_SIDE, BOMB_SIDE) not in decoded_sizes
@@ -270,12 +310,12 @@ def test_a_file_changed_after_ingest_is_quarantined(tmp_path):
 
 def test_clean_dataset_passes_every_check(tmp_path):
     manifest = ingest_folder(make_dataset(tmp_path / "data"))
-    kept, quarantine, suite = validate(manifest, ValidationConfig())
+    kept, _, suite = validate(manifest, ValidationConfig())
     assert suite.success and suite.verdict() == "PASSED" and len(kept) == 12
-    assert {c["check"] for c in suite.checks} == set(DEFAULT_SEVERITY)
-    assert all(c["severity"] == DEFAULT_SEVERITY[c["check"]] for c in suite.checks)
-    assert check(suite, "class_imbalance")["observed"] == 1.0
-    assert check(suite, "min_classes")["observed"] == 3
+    assert {c.check for c in suite.checks} == set(DEFAULT_SEVERITY)
+    assert all(c.severity == DEFAULT_SEVERITY[c.check] for c in suite.checks)
+    assert check(suite, "class_imbalance").observed == 1.0
+    assert check(suite, "min_classes").observed == 3
 
 
 def test_error_check_stops_the_run_naming_check_and_class(tmp_path):
@@ -292,25 +332,27 @@ def test_same_check_as_warning_lets_the_run_go_on(tmp_path):
     kept, _, suite = validate(manifest, ValidationConfig(severity={"min_images_per_class": "warning"}))
     assert len(kept) == 10 and not suite.stops_run and not suite.success
     (failure,) = suite.failures("warning")
-    assert failure["check"] == "min_images_per_class" and failure["unexpected"] == ["c"]
+    assert failure.check == "min_images_per_class" and failure.unexpected == ["c"]
     assert suite.verdict() == "PASSED with 1 warning(s)"
 
 
 def test_fail_on_suite_error_false_reports_errors_without_stopping(tmp_path):
     manifest = ingest_folder(make_dataset(tmp_path / "data", {"a": 4, "b": 4, "c": 2}))
     _, _, suite = validate(manifest, ValidationConfig(fail_on_suite_error=False))
-    assert [c["check"] for c in suite.failures("error")] == ["min_images_per_class"] and not suite.stops_run
+    assert [c.check for c in suite.failures("error")] == ["min_images_per_class"] and not suite.stops_run
 
 
 def test_class_imbalance_warns_by_default_and_can_be_an_error(tmp_path):
     manifest = ingest_folder(make_dataset(tmp_path / "data", {"a": 12, "b": 3}))
     _, _, suite = validate(manifest, ValidationConfig(max_imbalance_ratio=3))
     failure = check(suite, "class_imbalance")
-    assert not failure["success"] and failure["observed"] == 4.0 and failure["severity"] == "warning"
+    assert not failure.success and failure.observed == 4.0 and failure.severity == "warning"
     assert not suite.stops_run
     _, _, relaxed = validate(manifest, ValidationConfig(max_imbalance_ratio=4))
-    assert check(relaxed, "class_imbalance")["success"]
-    with pytest.raises(DataValidationError, match="ERROR class_imbalance .* observed 4.0, expected largest/smallest <= 3"):
+    assert check(relaxed, "class_imbalance").success
+    with pytest.raises(
+        DataValidationError, match=r"ERROR class_imbalance .* observed 4.0, expected largest/smallest <= 3"
+    ):
         validate(manifest, ValidationConfig(max_imbalance_ratio=3, severity={"class_imbalance": "error"}))
 
 
@@ -318,7 +360,9 @@ def test_label_outside_the_class_set_stops_the_run_or_is_quarantined(tmp_path):
     manifest = ingest_folder(make_dataset(tmp_path / "data"))
     with pytest.raises(DataValidationError, match=r"ERROR labels_in_classes .*c/00.png, c/01.png, c/02.png, c/03.png"):
         validate(manifest, ValidationConfig(classes=["a", "b"]))
-    kept, quarantine, _ = validate(manifest, ValidationConfig(classes=["a", "b"], severity={"labels_in_classes": "warning"}))
+    kept, quarantine, _ = validate(
+        manifest, ValidationConfig(classes=["a", "b"], severity={"labels_in_classes": "warning"})
+    )
     assert set(reasons_of(quarantine).values()) == {"unknown_class"} and len(quarantine) == 4
     assert kept.class_names == ["a", "b"]
 
@@ -335,8 +379,8 @@ def test_multi_label_rows_count_towards_each_of_their_classes(tmp_path):
         manifest, ValidationConfig(classes=["a", "b"], severity={"labels_in_classes": "warning"})
     )
     assert reasons_of(quarantine) == {"b/00.png": "unknown_class"} and "[z]" in quarantine.records["detail"][0]
-    assert check(suite, "min_images_per_class")["success"]  # a: a/00, a/01, a/02; b: a/00, b/01, b/02
-    assert check(suite, "min_classes")["observed"] == 2 and len(kept) == 5
+    assert check(suite, "min_images_per_class").success  # a: a/00, a/01, a/02; b: a/00, b/01, b/02
+    assert check(suite, "min_classes").observed == 2 and len(kept) == 5
 
 
 def test_a_declared_class_without_images_fails_min_images(tmp_path):
@@ -351,8 +395,8 @@ def test_null_labels_warn_by_default_and_can_be_an_error(tmp_path):
     manifest = ingest_folder(root)
     kept, quarantine, suite = validate(manifest, ValidationConfig())
     assert reasons_of(quarantine) == {"stray.png": "no_label"} and len(kept) == 12
-    assert check(suite, "labels_not_null")["unexpected"] == ["stray.png"]
-    with pytest.raises(DataValidationError, match="ERROR labels_not_null .*; stray.png"):
+    assert check(suite, "labels_not_null").unexpected == ["stray.png"]
+    with pytest.raises(DataValidationError, match=r"ERROR labels_not_null .*; stray.png"):
         validate(manifest, ValidationConfig(severity={"labels_not_null": "error"}))
 
 
@@ -368,7 +412,7 @@ def test_image_size_range_names_the_oversized_file(tmp_path):
 
 def test_a_single_class_fails_min_classes(tmp_path):
     manifest = ingest_folder(make_dataset(tmp_path / "data", {"a": 5}))
-    with pytest.raises(DataValidationError, match="ERROR min_classes .* observed 1, expected >= 2 classes"):
+    with pytest.raises(DataValidationError, match=r"ERROR min_classes .* observed 1, expected >= 2 classes"):
         validate(manifest, ValidationConfig())
 
 
@@ -393,7 +437,7 @@ def test_exact_duplicates_are_kept_once_and_listed(tmp_path):
     write(root, "b/03_copy.png", (root / "b" / "03.png").read_bytes())
     manifest = ingest_folder(root)
     kept, quarantine, suite = validate(manifest, ValidationConfig())
-    assert sorted((d["kept"], d["duplicate"]) for d in suite.duplicates) == [
+    assert sorted((d.kept, d.duplicate) for d in suite.duplicates) == [
         ("a/01.png", "a/nested/copy.png"),
         ("a/01.png", "a/zz_copy.png"),
         ("b/03.png", "b/03_copy.png"),
@@ -401,14 +445,14 @@ def test_exact_duplicates_are_kept_once_and_listed(tmp_path):
     assert len(quarantine) == 0 and len(kept) == 12 and kept.records["sha256"].is_unique
     assert suite.counts == {"received": 15, "kept": 12, "quarantined": 0, "duplicates": 3}
     dup_check = check(suite, "exact_duplicates")
-    assert not dup_check["success"] and dup_check["severity"] == "warning" and dup_check["unexpected_count"] == 5
+    assert not dup_check.success and dup_check.severity == "warning" and dup_check.unexpected_count == 5
     assert not suite.stops_run
     assert_accounted(manifest, kept, quarantine, suite)
 
     # the copy that is kept does not depend on the order of the manifest's rows
     shuffled = DatasetManifest(manifest.root, manifest.records.sample(frac=1, random_state=3))
     _, _, again = validate(shuffled, ValidationConfig())
-    assert sorted(map(json.dumps, again.duplicates)) == sorted(map(json.dumps, suite.duplicates))
+    assert sorted(again.duplicates) == sorted(suite.duplicates)
 
     with pytest.raises(DataValidationError, match="ERROR exact_duplicates"):
         validate(manifest, ValidationConfig(severity={"exact_duplicates": "error"}))
@@ -440,7 +484,7 @@ def test_label_conflicts_as_warning_quarantine_every_copy(tmp_path):
     }
     detail = dict(zip(quarantine.records["path"], quarantine.records["detail"]))["a/00.png"]
     assert "b/same_as_a00.png (b)" in detail and "a/again.png (a)" in detail
-    assert check(suite, "label_conflicts")["unexpected"] == ["a/00.png", "a/again.png", "b/same_as_a00.png"]
+    assert check(suite, "label_conflicts").unexpected == ["a/00.png", "a/again.png", "b/same_as_a00.png"]
     assert suite.duplicates == [] and len(kept) == 11 and not suite.stops_run
     assert_accounted(manifest, kept, quarantine, suite)
 
@@ -478,16 +522,92 @@ def test_suite_html_shows_each_expectation(failing_suite):
     assert "FAILED (run stopped): 1 error(s), 2 warning(s)" in page
     assert "received 12 = kept 9 + quarantined 2 + duplicates 1" in page
     for c in suite.checks:
-        assert f"<td>{c['check']}</td>" in page and c["expectation"] in page
-    assert "<tr class='error'><td>min_images_per_class</td><td>FAIL (error)</td><td>error</td>" in page
+        assert f"<td>{c.check}</td>" in page and c.expectation in page
+    assert '<tr class="error"><td>min_images_per_class</td><td>FAIL (error)</td><td>error</td>' in page
+    assert '<tr class="warning"><td>label_conflicts</td><td>FAIL (warning)</td><td>warning</td>' in page
     assert "<td>&gt;= 3 images</td>" in page  # the threshold, escaped
     assert "b/&lt;odd &amp; name&gt;.png" in page and "<odd & name>" not in page
+    assert "<td>a/01.png, b/&lt;odd &amp; name&gt;.png</td>" in page  # the files a failed check names
+    assert "<td>c</td>" in page  # ... and the classes
+    assert "quarantine reasons: label_conflict: 2" in page
     assert "<td>a/00.png</td><td>a/copy.png</td>" in page  # the duplicates table
 
 
+def _synthetic_suite(unexpected_count: int, duplicates: int) -> SuiteResult:
+    failed = SuiteCheck(
+        suite="images",
+        check="labels_not_null",
+        severity="warning",
+        expectation="expect_column_values_to_not_be_null",
+        column="label",
+        success=False,
+        observed=f"{unexpected_count} of 99 rows unexpected",
+        threshold="every file has a label",
+        unexpected_count=unexpected_count,
+        unexpected=[f"f{i:02d}.png" for i in range(min(unexpected_count, 20))],
+    )
+    copies = [
+        Duplicate(kept="a.png", duplicate=f"copy{i:03d}.png", sha256="0" * 64, label="a") for i in range(duplicates)
+    ]
+    return SuiteResult(success=False, checks=[failed], counts={"received": 99}, duplicates=copies)
+
+
+def test_suite_html_says_how_many_files_and_duplicates_it_leaves_out():
+    page = _synthetic_suite(unexpected_count=25, duplicates=502).to_html()
+    assert "f19.png … (25 in all)</td>" in page and "f20.png" not in page
+    assert "Exact duplicates (502): kept once, copies dropped" in page
+    assert "<td>copy499.png</td>" in page and "copy500.png" not in page and "… and 2 more" in page
+    page = _synthetic_suite(unexpected_count=3, duplicates=0).to_html()
+    assert "f02.png</td>" in page and "in all" not in page and "Exact duplicates: none" in page
+    assert "PASSED with 1 warning(s)" in page and "quarantine reasons: none" in page
+
+
+def test_suite_json_keeps_its_keys(failing_suite):
+    _, suite = failing_suite
+    stored = json.loads(json.dumps(suite.to_dict()))
+    assert set(stored) == {"success", "checks", "counts", "quarantine_reasons", "duplicates", "fail_on_error"}
+    assert set(stored["checks"][0]) == {
+        "suite",
+        "check",
+        "severity",
+        "expectation",
+        "column",
+        "success",
+        "observed",
+        "threshold",
+        "unexpected_count",
+        "unexpected",
+    }
+    assert stored["duplicates"] == [
+        {"kept": "a/00.png", "duplicate": "a/copy.png", "sha256": suite.duplicates[0].sha256, "label": "a"}
+    ]
+    assert SuiteResult.from_dict(stored) == suite
+
+
+def test_console_report_names_failed_checks_and_at_most_20_quarantined_files(failing_suite):
+    _, suite = failing_suite
+    quarantine = Quarantine(
+        pd.DataFrame({"path": [f"x/{i:02d}.png" for i in range(25)], "reason": "zero_bytes", "detail": "empty"})
+    )
+    lines = console_report(suite, quarantine)
+    levels = [level for level, _ in lines]
+    text = [line for _, line in lines]
+    verdict = "data validation FAILED (run stopped): 1 error(s), 2 warning(s)"
+    assert text[0] == f"{verdict}; received 12 = kept 9 + quarantined 2 + duplicates 1"
+    assert text[1].startswith("ERROR min_images_per_class") and levels[1] == logging.ERROR
+    assert [t.split()[0] for t in text[2:4]] == ["WARNING", "WARNING"] and levels[2:4] == [logging.WARNING] * 2
+    assert not any(t.startswith("PASS") for t in text)
+    assert text[4] == "quarantined 25 file(s): {'zero_bytes': 25}"
+    assert text[5:25] == [f"  x/{i:02d}.png: zero_bytes (empty)" for i in range(20)]
+    assert text[25:] == ["  ... and 5 more (quarantine artifact)"]
+    few = console_report(suite, Quarantine(quarantine.records.head(3)))
+    assert [t for _, t in few][-1] == "  x/02.png: zero_bytes (empty)"
+
+
 def test_suite_materializer_round_trips_and_renders_html(failing_suite, tmp_path):
-    from materializers.validation import SuiteResultMaterializer
     from zenml.enums import VisualizationType
+
+    from materializers.validation import SuiteResultMaterializer
 
     _, suite = failing_suite
     store = tmp_path / "artifact"
@@ -499,8 +619,13 @@ def test_suite_materializer_round_trips_and_renders_html(failing_suite, tmp_path
     assert list(visualizations.values()) == [VisualizationType.HTML]
     assert Path(next(iter(visualizations))).read_text() == suite.to_html()
     assert materializer.extract_metadata(suite) == {
-        "received": 12, "kept": 9, "quarantined": 2, "duplicates": 1,
-        "suite_success": False, "failed_errors": 1, "failed_warnings": 2,
+        "received": 12,
+        "kept": 9,
+        "quarantined": 2,
+        "duplicates": 1,
+        "suite_success": False,
+        "failed_errors": 1,
+        "failed_warnings": 2,
     }
 
 
@@ -514,9 +639,8 @@ def test_step_logs_the_result_to_mlflow_before_stopping_the_run(failing_suite, m
     manifest, _ = failing_suite
     logged = {}
     monkeypatch.setattr(step_module, "log_metadata", lambda metadata: logged.update(metadata))
-    with mlflow.start_run() as run:
-        with pytest.raises(DataValidationError, match="ERROR min_images_per_class"):
-            step_module.validate.entrypoint(manifest, ValidationConfig(severity={"label_conflicts": "warning"}))
+    with mlflow.start_run() as run, pytest.raises(DataValidationError, match="ERROR min_images_per_class"):
+        step_module.validate.entrypoint(manifest, ValidationConfig(severity={"label_conflicts": "warning"}))
     counts = {"received": 12, "kept": 9, "quarantined": 2, "duplicates": 1}
     assert {k: logged[k] for k in counts} == counts
     assert logged["failed_errors"] == ["min_images_per_class"]

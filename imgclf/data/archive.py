@@ -99,12 +99,15 @@ def _extract_zip(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
                 _copy_capped(src, dest, budget, info.filename, archive)
 
 
-def _extract_tar(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
+def _open_tar(archive: Path) -> tarfile.TarFile:
     try:
-        tf = tarfile.open(archive, "r:*")
+        return tarfile.open(archive, "r:*")
     except tarfile.TarError as exc:
         raise ArchiveError(f"{archive} is not a readable tar file ({exc})") from None
-    with tf:
+
+
+def _extract_tar(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
+    with _open_tar(archive) as tf:
         budget, count = [limits.max_total_bytes], 0
         for member in tf:  # streamed: never lists a huge archive in memory first
             count += 1
@@ -113,7 +116,9 @@ def _extract_tar(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
             if member.issym() or member.islnk():
                 raise ArchiveError(f"{archive}: member {member.name!r} is a link; refusing the archive")
             if not (member.isfile() or member.isdir()):
-                raise ArchiveError(f"{archive}: member {member.name!r} is a device or special file; refusing the archive")
+                raise ArchiveError(
+                    f"{archive}: member {member.name!r} is a device or special file; refusing the archive"
+                )
             dest = _checked_target(staging, member.name, archive)
             if member.isdir():
                 dest.mkdir(parents=True, exist_ok=True)

@@ -6,20 +6,20 @@ re-run, an evaluation or another pipeline on the same data reuses the file inste
 Building decodes in worker *processes* (fork where the platform has it), each writing its chunk of
 rows straight into the memory-mapped file, so no pixels travel between processes. Decoding small
 PNG/JPEG files is mostly Python-level work under the GIL (header parsing, mode conversion, EXIF),
-so threads barely help: on 2 cores, 6000 files of 96 px, in-process decoded 3200 images/s, 2 threads
-3700, 2 processes 5200. The rates move with whatever else runs on the machine;
-`python bench/data_loading.py` prints processes against in-process on its data. Small manifests
-decode in-process: starting workers would cost more than it saves.
+so threads barely help and processes do (`python bench/data_loading.py` measures processes against
+in-process on its data). Small manifests decode in-process: starting workers would cost more than it
+saves.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,10 @@ import numpy as np
 from imgclf import paths
 from imgclf.data.decode import ImageRejected, open_image
 from imgclf.data.manifest import DatasetManifest
+from imgclf.logs import Progress
 from imgclf.preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 256  # images per worker task: big enough to amortise the task, small enough to balance 2 cores
 _MIN_IMAGES_FOR_PROCESSES = 2 * _CHUNK
@@ -95,19 +98,34 @@ def _is_complete(path: Path, shape: tuple[int, ...]) -> bool:
 
 def _decode_into(target: str, paths: list[str], spec: PreprocessSpec, workers: int | None) -> None:
     workers = workers or os.cpu_count() or 1
+    progress = Progress("decoding the image cache", len(paths), log, unit="images")
     if workers == 1 or len(paths) < _MIN_IMAGES_FOR_PROCESSES:
-        _decode_chunk(target, 0, paths, spec)
-        return
+        for start, chunk in _chunks(paths):
+            _decode_chunk(target, start, chunk, spec)
+            progress.advance(len(chunk))
+    else:
+        _decode_in_processes(target, paths, spec, workers, progress)
+    progress.finish()
+
+
+def _decode_in_processes(target: str, paths: list[str], spec: PreprocessSpec, workers: int, progress: Progress) -> None:
+    """One task per chunk of rows; progress advances as chunks complete, in whatever order they do."""
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
-        tasks = [pool.submit(_decode_chunk, target, s, paths[s : s + _CHUNK], spec) for s in range(0, len(paths), _CHUNK)]
+        tasks = {pool.submit(_decode_chunk, target, start, chunk, spec): len(chunk) for start, chunk in _chunks(paths)}
         try:
-            for task in tasks:
+            for task in as_completed(tasks):
                 task.result()
+                progress.advance(tasks[task])
         except BaseException:
             for task in tasks:
                 task.cancel()  # one bad file fails the build; do not decode the rest first
             raise
+
+
+def _chunks(paths: list[str]) -> list[tuple[int, list[str]]]:
+    """(first row, paths) of each chunk of _CHUNK rows."""
+    return [(start, paths[start : start + _CHUNK]) for start in range(0, len(paths), _CHUNK)]
 
 
 def _decode_chunk(target: str, start: int, paths: list[str], spec: PreprocessSpec) -> None:

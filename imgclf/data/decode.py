@@ -12,6 +12,7 @@ plugins (EPS hands files to Ghostscript, TGA has no signature) never sees user f
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import struct
@@ -131,10 +132,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     EXIF orientation is applied; 16/32-bit grey is scaled from 0..65535 (not clipped at 255);
     transparency (RGBA, LA, PA, palette with a transparent index) is composited onto black.
     """
-    try:
+    with contextlib.suppress(Exception):  # unreadable EXIF: the pixels are still good, keep them as stored
         image = ImageOps.exif_transpose(image)
-    except Exception:  # unreadable EXIF: the pixels are still good, keep them as stored
-        pass
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         grey = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257.0
         image = Image.fromarray(np.round(grey).astype(np.uint8), "L")

@@ -5,6 +5,7 @@ changed_since_ingest). Never raises for a bad file: a bad file is a verdict, not
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,10 @@ from imgclf.data.decode import ImageRejected, open_image
 from imgclf.data.ingest import resolve_inside
 from imgclf.data.manifest import QUARANTINE_COLUMNS, DatasetManifest, Quarantine
 from imgclf.data.validation_config import ValidationConfig
+from imgclf.logs import progress
+
+log = logging.getLogger(__name__)
+_CHUNK = 2048  # rows in flight at once: memory stays flat however many files there are
 
 
 def check_images(
@@ -36,13 +41,13 @@ def check_files(
     """
     root = Path(manifest.root)
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    chunk = 2048  # rows in flight at once: memory stays flat however many files there are
+    total = len(manifest.records)
+    chunks = (manifest.records.iloc[start : start + _CHUNK].to_dict("records") for start in range(0, total, _CHUNK))
     results: list[tuple[str | None, str, str]] = []
     with warnings.catch_warnings():  # PIL warns about odd EXIF/TIFF tags; the verdict is what counts
         warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for start in range(0, len(manifest.records), chunk):
-                rows = manifest.records.iloc[start : start + chunk].to_dict("records")
+            for rows in progress(chunks, "checking files", total, log, unit="files", size=len):
                 results.extend(pool.map(lambda row: _check_file(root, row, config), rows))
     records = manifest.records.copy()
     records["sha256"] = [sha for _, _, sha in results]
@@ -77,5 +82,3 @@ def _check_file(root: Path, row: dict, config: ValidationConfig) -> tuple[str | 
     except Exception as exc:  # a decoder bug must neither stop the run nor lose the file
         return "corrupt", f"unexpected decoder error ({type(exc).__name__}: {exc})", actual
     return None, "", actual
-
-

@@ -40,7 +40,9 @@ def list_files(root: Path) -> list[str]:
     rel_paths: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_paths.extend(Path(dirpath, n).relative_to(root).as_posix() for n in sorted(filenames) if not n.startswith("."))
+        rel_paths.extend(
+            Path(dirpath, n).relative_to(root).as_posix() for n in sorted(filenames) if not n.startswith(".")
+        )
     return rel_paths
 
 

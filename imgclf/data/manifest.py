@@ -48,7 +48,7 @@ class DatasetManifest:
         known = set(MANIFEST_COLUMNS) | set(PIPELINE_COLUMNS)
         return [c for c in self.records.columns if c not in known]
 
-    def subset(self, split: str) -> "DatasetManifest":
+    def subset(self, split: str) -> DatasetManifest:
         return DatasetManifest(self.root, self.records[self.records["split"] == split])
 
     def label_indices(self, class_names: list[str]) -> np.ndarray:
@@ -84,7 +84,9 @@ class DatasetManifest:
 
     def class_counts(self) -> pd.DataFrame:
         if "split" in self.records.columns:
-            return self.records.pivot_table(index="label", columns="split", values="path", aggfunc="count", fill_value=0)
+            return self.records.pivot_table(
+                index="label", columns="split", values="path", aggfunc="count", fill_value=0
+            )
         return self.records.groupby("label")["path"].count().to_frame("images")
 
 

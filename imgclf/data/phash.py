@@ -13,10 +13,11 @@ Chosen over a BK-tree because it is a few vectorised numpy passes, with no per-i
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -89,7 +90,7 @@ def _close_unique_pairs(unique: np.ndarray, threshold: int) -> np.ndarray:
     bands = threshold + 1
     edges = np.linspace(0, HASH_BITS, bands + 1).round().astype(int)
     found = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         keys = (unique >> np.uint64(lo)) & np.uint64((1 << int(hi - lo)) - 1)
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]

@@ -31,12 +31,18 @@ LABEL_COLUMNS = ("label", "labels")
 class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path_column: str | None = Field(None, description=f"manifest column with file paths; default: first of {PATH_COLUMNS}")
-    label_column: str | None = Field(None, description=f"manifest column with labels; default: first of {LABEL_COLUMNS}")
+    path_column: str | None = Field(
+        None, description=f"manifest column with file paths; default: first of {PATH_COLUMNS}"
+    )
+    label_column: str | None = Field(
+        None, description=f"manifest column with labels; default: first of {LABEL_COLUMNS}"
+    )
     label_separator: str = Field("|", min_length=1, description="separates labels of a multi-label row")
     max_archive_bytes: int = Field(20 * 1024**3, ge=1, description="cap on an archive's extracted size (and download)")
     max_archive_members: int = Field(1_000_000, ge=1)
-    work_dir: str | None = Field(None, description="where archives are downloaded/extracted; default $IMGCLF_STATE/sources")
+    work_dir: str | None = Field(
+        None, description="where archives are downloaded/extracted; default $IMGCLF_STATE/sources"
+    )
 
 
 def load_source(source: str | Path, config: SourceConfig = SourceConfig()) -> DatasetManifest:
@@ -131,7 +137,9 @@ def _pick_column(table: pd.DataFrame, chosen: str | None, candidates: tuple[str,
     for name in options:
         if name in table.columns:
             return name
-    raise DataSourceError(f"manifest {path} has no {what} column (looked for {options}; columns: {list(table.columns)})")
+    raise DataSourceError(
+        f"manifest {path} has no {what} column (looked for {options}; columns: {list(table.columns)})"
+    )
 
 
 def _relative_inside(root: Path, value: Any) -> str:
@@ -151,9 +159,6 @@ def _normalise_label(value: Any, separator: str) -> str:
     """One canonical string per row: single label as is; multi-label sorted and joined by '|'."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, (list, tuple)):
-        parts = [str(v).strip() for v in value]
-    else:
-        parts = str(value).split(separator)
+    parts = [str(v).strip() for v in value] if isinstance(value, (list, tuple)) else str(value).split(separator)
     parts = sorted({p.strip() for p in parts if p.strip()})
     return "|".join(parts)

@@ -9,8 +9,9 @@ Each class gets a quota per split (round(n * fraction), train keeps at least one
 then placed largest first, each in the split whose quotas it overflows least (ties: the split with the
 most room left, relative to its quota). Singletons fill the quotas exactly, so data without groups or
 duplicates is split exactly as stratified as before. A multi-label row ("cat|outdoor") counts toward
-each of its classes' quotas, which stratifies every class approximately. Rows are put in a canonical order (sha256, path)
-and shuffled with the seed, so the result depends on the seed and the data, never on file order.
+each of its classes' quotas, which stratifies every class approximately. Rows are put in a canonical
+order (sha256, path) and shuffled with the seed, so the result depends on the seed and the data, never
+on file order.
 
 A manifest that already has a `split` column (a source that came split) keeps it as given; rows left
 empty there are assigned around the given ones, and a near-duplicate across the given splits is
@@ -54,7 +55,7 @@ class SplitConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _fractions_sum_to_one(self) -> "SplitConfig":
+    def _fractions_sum_to_one(self) -> SplitConfig:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split fractions train+val+test must sum to 1, got {total:.3f}")
@@ -79,7 +80,9 @@ def stratified_split(manifest: DatasetManifest, config: SplitConfig, workers: in
         if config.group_column in rows.columns:
             edges.append(_same_value_edges(rows[config.group_column]))
         elif config.group_column != DEFAULT_GROUP_COLUMN:
-            raise ValueError(f"group_column {config.group_column!r} is not a manifest column; columns: {list(rows.columns)}")
+            raise ValueError(
+                f"group_column {config.group_column!r} is not a manifest column; columns: {list(rows.columns)}"
+            )
     if config.near_duplicate_threshold is not None:
         hashes = _phashes(manifest, workers)
         records["phash"] = [f"{int(h):016x}" for h in hashes]
@@ -99,13 +102,16 @@ def split_report(manifest: DatasetManifest) -> dict:
     records = manifest.records
     counts = records["split"].value_counts()
     report: dict = {name: int(counts.get(name, 0)) for name in SPLITS}
-    classes = pd.DataFrame({"label": manifest.label_sets(), "split": records["split"]}).explode("label")  # multi-label: each class
-    per_class = classes.groupby(["label", "split"]).size().unstack(fill_value=0).reindex(columns=list(SPLITS), fill_value=0)
+    # multi-label: a row counts towards each of its classes
+    classes = pd.DataFrame({"label": manifest.label_sets(), "split": records["split"]}).explode("label")
+    per_class = (
+        classes.groupby(["label", "split"]).size().unstack(fill_value=0).reindex(columns=list(SPLITS), fill_value=0)
+    )
     report["per_class"] = {str(label): {s: int(n) for s, n in row.items()} for label, row in per_class.iterrows()}
     if "split_cluster" in records.columns:
         by_cluster = records.groupby("split_cluster")
         sizes = by_cluster.size()
-        report["clusters"] = int(len(sizes))
+        report["clusters"] = len(sizes)
         report["rows_in_shared_clusters"] = int(sizes[sizes > 1].sum())
         report["largest_cluster"] = int(sizes.max())
         report["clusters_across_splits"] = int((by_cluster["split"].nunique() > 1).sum())
@@ -119,7 +125,9 @@ def _phashes(manifest: DatasetManifest, workers: int | None) -> np.ndarray:
     try:
         return phash_files(manifest.absolute_paths(), workers)
     except ImageRejected as exc:
-        raise ValueError(f"near-duplicate detection needs decodable images (split a validated manifest): {exc}") from exc
+        raise ValueError(
+            f"near-duplicate detection needs decodable images (split a validated manifest): {exc}"
+        ) from exc
 
 
 def _same_value_edges(values: pd.Series) -> np.ndarray:
@@ -165,8 +173,8 @@ def _quotas(sizes: list[int], config: SplitConfig) -> list[list[int]]:
     """Images per class per split: round(n * fraction) for val and test, the rest in train (at least one)."""
     quotas = []
     for n in sizes:
-        n_test = min(int(round(n * config.test)), n - 1)
-        n_val = min(int(round(n * config.val)), n - 1 - n_test)
+        n_test = min(round(n * config.test), n - 1)
+        n_val = min(round(n * config.val), n - 1 - n_test)
         quotas.append([n - n_test - n_val, n_val, n_test])
     return quotas
 
@@ -216,4 +224,3 @@ def _assign(label_sets: list[list[str]], cluster: np.ndarray, given: np.ndarray,
         for r in members[c]:
             split[r] = best
     return split
-

@@ -15,6 +15,7 @@ Accounting, always: received == kept + quarantined + duplicates.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pandas as pd
@@ -23,7 +24,7 @@ from imgclf.data.file_checks import check_files
 from imgclf.data.gx_suite import run_suite
 from imgclf.data.manifest import QUARANTINE_COLUMNS, DatasetManifest, Quarantine
 from imgclf.data.validation_config import ValidationConfig
-from imgclf.data.validation_result import SuiteResult, short
+from imgclf.data.validation_result import Duplicate, SuiteResult, short
 
 # Row-level check -> the quarantine reason given to the rows it fails (first match wins).
 _ROW_REASONS = {
@@ -32,6 +33,7 @@ _ROW_REASONS = {
     "label_conflicts": "label_conflict",
     "image_size_range": "too_large",
 }
+QUARANTINE_LISTED = 20  # quarantined files named on the console; the quarantine artifact lists them all
 
 
 def _row_verdicts(
@@ -80,7 +82,12 @@ def find_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
     ordered = frame.sort_values("path", kind="stable")
     keeper = ordered.groupby(["sha256", "label"], dropna=False)["path"].transform("first")
     copies = ordered[ordered["path"] != keeper]
-    table = {"kept": keeper[copies.index], "duplicate": copies["path"], "sha256": copies["sha256"], "label": copies["label"]}
+    table = {
+        "kept": keeper[copies.index],
+        "duplicate": copies["path"],
+        "sha256": copies["sha256"],
+        "label": copies["label"],
+    }
     return pd.DataFrame(table, columns=["kept", "duplicate", "sha256", "label"])
 
 
@@ -110,17 +117,22 @@ def validate(
     quarantined = pd.concat([f for f in (rejected, failed_rows) if len(f)] or [rejected])
     quarantine = Quarantine(quarantined.sort_index().reset_index(drop=True))  # in the manifest's file order
 
-    counts = dict(received=len(manifest), kept=len(kept), quarantined=len(quarantine), duplicates=len(duplicates))
+    counts = {
+        "received": len(manifest),
+        "kept": len(kept),
+        "quarantined": len(quarantine),
+        "duplicates": len(duplicates),
+    }
     if counts["received"] != counts["kept"] + counts["quarantined"] + counts["duplicates"]:
         raise RuntimeError(f"validation lost track of files: {counts}")  # a bug here, never bad input
 
     checks = run_suite(images, label_rows, _label_rows(kept.records), classes, config)
     suite = SuiteResult(
-        success=all(c["success"] for c in checks),
+        success=all(c.success for c in checks),
         checks=checks,
         counts=counts,
         quarantine_reasons=quarantine.reasons(),
-        duplicates=duplicates.to_dict("records"),
+        duplicates=[Duplicate(**row) for row in duplicates.to_dict("records")],
         fail_on_error=config.fail_on_suite_error,
     )
     if raise_on_error:
@@ -135,3 +147,22 @@ def _label_rows(frame: pd.DataFrame) -> pd.DataFrame:
     sets = DatasetManifest("", labelled).label_sets() if len(labelled) else []
     rows = pd.DataFrame({"path": labelled["path"], "label": pd.Series(sets, index=labelled.index, dtype=object)})
     return rows.explode("label").dropna(subset=["label"])
+
+
+def console_report(
+    suite: SuiteResult, quarantine: Quarantine, listed: int = QUARANTINE_LISTED
+) -> list[tuple[int, str]]:
+    """(log level, line) pairs for the console: the verdict with the accounting, each failed check, and
+    the first `listed` quarantined files. Passed checks and the full lists stay in the artifacts."""
+    lines = [(logging.INFO, f"data validation {suite.verdict()}; {suite.accounting()}")]
+    lines += [
+        (logging.ERROR if c.severity == "error" else logging.WARNING, c.line())
+        for c in suite.failures("error") + suite.failures("warning")
+    ]
+    if len(quarantine):
+        lines.append((logging.WARNING, f"quarantined {len(quarantine)} file(s): {quarantine.reasons()}"))
+        for row in quarantine.records.head(listed).itertuples():
+            lines.append((logging.WARNING, f"  {row.path}: {row.reason} ({row.detail})"))
+        if len(quarantine) > listed:
+            lines.append((logging.WARNING, f"  ... and {len(quarantine) - listed} more (quarantine artifact)"))
+    return lines

@@ -39,7 +39,9 @@ class ValidationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_size: int = Field(8, ge=1, description="smallest accepted image side in pixels (per file: too_small)")
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="decompression-bomb cap (width*height); never decoded")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="decompression-bomb cap (width*height); never decoded"
+    )
     max_size: int = Field(20_000, ge=1, description="largest accepted image side in pixels (image_size_range)")
     classes: list[str] | None = Field(None, description="expected class names; None accepts the folders found")
     min_images_per_class: int = Field(3, ge=1, description="fewer kept images in a class fails min_images_per_class")
@@ -66,9 +68,7 @@ class ValidationConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _size_order(self) -> "ValidationConfig":
+    def _size_order(self) -> ValidationConfig:
         if self.max_size < self.min_size:
             raise ValueError(f"max_size ({self.max_size}) is below min_size ({self.min_size})")
         return self
-
-

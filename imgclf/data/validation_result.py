@@ -3,15 +3,17 @@ duplicates that were dropped; and the error that stops a run when an error-sever
 
 from __future__ import annotations
 
-import html
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from imgclf.data.validation_config import Severity
+from imgclf.render import render
 
 EXAMPLES = 20  # files or classes named per failed check in the result (the full lists are artifacts)
+DUPLICATES_SHOWN = 500  # rows of the duplicates table on the page (the full list is in suite.json)
 
 
 class DataValidationError(ValueError):
@@ -19,6 +21,53 @@ class DataValidationError(ValueError):
 
 
 @dataclass
+class SuiteCheck:
+    """The outcome of one GX expectation: what was checked, against what, and the rows it names."""
+
+    suite: str  # the GX suite (images, labels, kept, class_counts)
+    check: str  # the check's name in the config (severity, thresholds)
+    severity: Severity
+    expectation: str  # the GX expectation type
+    column: str
+    success: bool
+    observed: Any  # JSON-safe (see `plain`), None when GX observed nothing
+    threshold: str
+    unexpected_count: int
+    unexpected: list[str] = field(default_factory=list)  # the first EXAMPLES paths or classes
+
+    @property
+    def status(self) -> str:
+        return "PASS" if self.success else ("ERROR" if self.severity == "error" else "WARNING")
+
+    @property
+    def observed_text(self) -> str:
+        return "n/a" if self.observed is None else str(self.observed)
+
+    @property
+    def hidden(self) -> int:
+        """How many of the unexpected rows are not named."""
+        return max(self.unexpected_count - len(self.unexpected), 0)
+
+    def line(self) -> str:
+        """One line for logs and the error message."""
+        line = (
+            f"{self.status} {self.check} [{self.severity}]: {self.expectation}({self.column}) "
+            f"observed {self.observed_text}, expected {self.threshold}"
+        )
+        if not self.success and self.unexpected:
+            line += f"; {', '.join(self.unexpected)}" + (f" (+{self.hidden} more)" if self.hidden else "")
+        return line
+
+
+@dataclass(frozen=True, order=True)
+class Duplicate:
+    """An exact duplicate (same sha256 and label) that was dropped, and the copy that was kept."""
+
+    kept: str
+    duplicate: str
+    sha256: str
+    label: str
+
 
 @dataclass
 class SuiteResult:
@@ -26,14 +75,14 @@ class SuiteResult:
     exact duplicates that were dropped (each with the copy that was kept)."""
 
     success: bool  # every expectation passed, warnings included
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[SuiteCheck] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # received, kept, quarantined, duplicates
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
-    duplicates: list[dict[str, str]] = field(default_factory=list)  # kept, duplicate, sha256, label
+    duplicates: list[Duplicate] = field(default_factory=list)
     fail_on_error: bool = True
 
-    def failures(self, severity: Severity | None = None) -> list[dict[str, Any]]:
-        return [c for c in self.checks if not c["success"] and severity in (None, c["severity"])]
+    def failures(self, severity: Severity | None = None) -> list[SuiteCheck]:
+        return [c for c in self.checks if not c.success and severity in (None, c.severity)]
 
     @property
     def stops_run(self) -> bool:
@@ -54,17 +103,13 @@ class SuiteResult:
             f" + duplicates {c.get('duplicates', 0)}"
         )
 
-    def summary(self) -> str:
-        """One line per check, for logs."""
-        return "\n".join(_check_line(c) for c in self.checks)
-
     def failure_report(self, root: str = "") -> str:
         """The error message when the run stops: verdict, accounting and every failed check."""
         where = f" for {root}" if root else ""
         lines = [f"data validation {self.verdict()}{where}", f"  {self.accounting()}"]
         if self.quarantine_reasons:
             lines.append(f"  quarantine reasons: {self.quarantine_reasons}")
-        lines += [f"  {_check_line(c)}" for c in self.failures("error") + self.failures("warning")]
+        lines += [f"  {c.line()}" for c in self.failures("error") + self.failures("warning")]
         return "\n".join(lines)
 
     def raise_for_errors(self, root: str = "") -> None:
@@ -72,64 +117,27 @@ class SuiteResult:
             raise DataValidationError(self.failure_report(root))
 
     def to_dict(self) -> dict[str, Any]:
+        """The suite.json artifact: plain JSON-safe values, `from_dict` reads it back."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SuiteResult":
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any]) -> SuiteResult:
+        return _ADAPTER.validate_python(data)
 
     def to_html(self) -> str:
         """A self-contained page (ZenML dashboard, MLflow artifact): verdict, accounting, each
         expectation with pass/fail, severity, observed value, threshold and the files it names."""
         colour = "#b00020" if self.failures("error") else "#b26a00" if self.failures("warning") else "#1b5e20"
-        rows = []
-        for c in self.checks:
-            status = "pass" if c["success"] else f"FAIL ({c['severity']})"
-            tone = "" if c["success"] else (" class='error'" if c["severity"] == "error" else " class='warning'")
-            named = ", ".join(html.escape(str(x)) for x in c["unexpected"])
-            if c["unexpected_count"] > len(c["unexpected"]):
-                named += f" … ({c['unexpected_count']} in all)"
-            rows.append(
-                f"<tr{tone}><td>{html.escape(c['check'])}</td><td>{status}</td><td>{c['severity']}</td>"
-                f"<td><code>{html.escape(c['expectation'])}</code>({html.escape(c['column'])})</td>"
-                f"<td>{html.escape(_plain_text(c['observed']))}</td><td>{html.escape(c['threshold'])}</td>"
-                f"<td>{named}</td></tr>"
-            )
-        reasons = ", ".join(f"{html.escape(k)}: {v}" for k, v in self.quarantine_reasons.items()) or "none"
-        shown = self.duplicates[:500]
-        dup_rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(d[k]))}</td>" for k in ("kept", "duplicate", "label")) + "</tr>"
-            for d in shown
-        )
-        more = f"<p>… and {len(self.duplicates) - len(shown)} more</p>" if len(self.duplicates) > len(shown) else ""
-        duplicates = (
-            f"<h3>Exact duplicates ({len(self.duplicates)}): kept once, copies dropped</h3>"
-            f"<table><tr><th>kept</th><th>duplicate (dropped)</th><th>label</th></tr>{dup_rows}</table>{more}"
-            if self.duplicates
-            else "<h3>Exact duplicates: none</h3>"
-        )
-        return (
-            "<html><head><meta charset='utf-8'><style>"
-            "body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;"
-            "text-align:left;vertical-align:top}tr.error{background:#fde7e9}tr.warning{background:#fff4e0}"
-            "</style></head><body>"
-            f"<h2 style='color:{colour}'>Data validation {html.escape(self.verdict())}</h2>"
-            f"<p>{html.escape(self.accounting())}</p><p>quarantine reasons: {reasons}</p>"
-            "<table><tr><th>check</th><th>result</th><th>severity</th><th>expectation</th><th>observed</th>"
-            f"<th>threshold</th><th>files / classes</th></tr>{''.join(rows)}</table>{duplicates}</body></html>"
+        return render(
+            "validation.html.j2",
+            result=self,
+            colour=colour,
+            reasons=", ".join(f"{k}: {v}" for k, v in self.quarantine_reasons.items()) or "none",
+            duplicates_shown=self.duplicates[:DUPLICATES_SHOWN],
         )
 
 
-def _check_line(c: dict[str, Any]) -> str:
-    status = "PASS" if c["success"] else ("ERROR" if c["severity"] == "error" else "WARNING")
-    line = (
-        f"{status} {c['check']} [{c['severity']}]: {c['expectation']}({c['column']}) "
-        f"observed {_plain_text(c['observed'])}, expected {c['threshold']}"
-    )
-    if not c["success"] and c["unexpected"]:
-        hidden = c["unexpected_count"] - len(c["unexpected"])
-        line += f"; {', '.join(c['unexpected'])}" + (f" (+{hidden} more)" if hidden > 0 else "")
-    return line
+_ADAPTER = TypeAdapter(SuiteResult)
 
 
 def plain(value: Any) -> Any:
@@ -141,10 +149,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
-
-
-def _plain_text(value: Any) -> str:
-    return "n/a" if value is None else str(value)
 
 
 def short(items: list[str], limit: int = 10) -> str:
