@@ -1,17 +1,20 @@
-"""One materializer for the small report dataclasses (plain JSON, shown as JSON in the dashboard)."""
+"""One materializer for the small report dataclasses: `dataclasses.asdict` as JSON (shown as JSON in the
+dashboard), rebuilt nested dataclasses and all by pydantic's TypeAdapter."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Type
+from typing import Any
 
+from pydantic import TypeAdapter
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from imgclf.evaluate.metrics import EvaluationReport, GateResult
+from imgclf.evaluate.gate import GateResult
+from imgclf.evaluate.metrics import EvaluationReport
 from imgclf.registry import RegisteredVersion
 from imgclf.serving.deployment import Deployment
 
@@ -26,13 +29,14 @@ class ReportMaterializer(BaseMaterializer):
         with fileio.open(os.path.join(self.uri, _FILE), "w") as f:
             f.write(json.dumps(dataclasses.asdict(data), indent=2, default=str))
 
-    def load(self, data_type: Type[Any]) -> Any:
+    def load(self, data_type: type[Any]) -> Any:
         with fileio.open(os.path.join(self.uri, _FILE), "r") as f:
-            return data_type(**json.loads(f.read()))
+            return TypeAdapter(data_type).validate_python(json.loads(f.read()))
 
-    def save_visualizations(self, data: Any) -> Dict[str, VisualizationType]:
+    def save_visualizations(self, data: Any) -> dict[str, VisualizationType]:
         return {os.path.join(self.uri, _FILE): VisualizationType.JSON}
 
-    def extract_metadata(self, data: Any) -> Dict[str, Any]:
+    def extract_metadata(self, data: Any) -> dict[str, Any]:
+        """The scalar fields (nested reports and tables stay in the JSON)."""
         fields = dataclasses.asdict(data)
         return {k: v for k, v in fields.items() if isinstance(v, (bool, int, float, str))}

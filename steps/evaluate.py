@@ -1,6 +1,6 @@
 import tempfile
 from pathlib import Path
-from typing import Annotated, Tuple
+from typing import Annotated
 
 import mlflow
 from zenml import get_step_context, log_metadata, step
@@ -8,13 +8,15 @@ from zenml.client import Client
 from zenml.logger import get_logger
 from zenml.types import HTMLString, MarkdownString
 
-from imgclf.models.trained import TrainedModel
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate.champion import load_champion
 from imgclf.evaluate.evaluation import EvaluationConfig, evaluate_model
-from imgclf.evaluate.metrics import EvaluationReport, GateConfig, GateResult
+from imgclf.evaluate.gate import GateConfig, GateResult
+from imgclf.evaluate.metrics import EvaluationReport
 from imgclf.evaluate.model_card import ModelCardConfig, model_card
-from imgclf.evaluate.report import headline_rows, render_html
+from imgclf.evaluate.report import render_html
+from imgclf.evaluate.summary import headline_rows
+from imgclf.models.trained import TrainedModel
 
 logger = get_logger(__name__)
 
@@ -27,7 +29,7 @@ def evaluate(
     config: EvaluationConfig = EvaluationConfig(),
     card: ModelCardConfig = ModelCardConfig(),
     production_alias: str = "production",
-) -> Tuple[
+) -> tuple[
     Annotated[EvaluationReport, "evaluation"],
     Annotated[GateResult, "quality_gate"],
     Annotated[HTMLString, "evaluation_report"],
@@ -42,10 +44,16 @@ def evaluate(
     report, verdict = result.report, result.gate
     logger.info("test %s", "; ".join(f"{name} {value}" for name, value in headline_rows(report)))
     logger.info("%s", report.comparison_note)
-    (logger.info if verdict.passed else logger.warning)("quality gate %s: %s", "PASSED" if verdict.passed else "FAILED", verdict.explain())
+    (logger.info if verdict.passed else logger.warning)(
+        "quality gate %s: %s", "PASSED" if verdict.passed else "FAILED", verdict.explain()
+    )
     title = f"{zenml_model.name} version {zenml_model.version}: evaluation on {report.n_images} test images"
-    facts = {"architecture": model.arch, "classes": len(model.class_names), "data hash": model.info.get("data_hash", ""),
-             "image size": model.preprocess.image_size}
+    facts = {
+        "architecture": model.arch,
+        "classes": len(model.class_names),
+        "data hash": model.info.get("data_hash", ""),
+        "image size": model.preprocess.image_size,
+    }
     html = render_html(report, verdict, result.figures, title, facts)
     card_md = model_card(model, manifest, report, verdict, card, zenml_model.name, str(zenml_model.version))
     metrics = report.metrics()

@@ -4,28 +4,30 @@ bootstrap on constructed cases, threshold tuning, the quality gate, and latency 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 
 import numpy as np
+import pandas as pd
 import pytest
+from pydantic import TypeAdapter
 from scipy import stats as sps
 from sklearn import metrics as skm
 
-from imgclf.latency import LatencyReport, measure_latency, measure_model_latency
+from imgclf.evaluate.comparison import compare_models
+from imgclf.evaluate.gate import GateCheck, GateConfig, quality_gate
 from imgclf.evaluate.metrics import (
     EvaluationReport,
-    GateConfig,
-    GateResult,
-    MultiLabelReport,
     calibration,
-    evaluate_multilabel,
     evaluate_predictions,
     evaluate_probabilities,
-    quality_gate,
     softmax,
-    tune_thresholds,
 )
-from imgclf.evaluate.stats import bootstrap_ci, compare_models, mcnemar, paired_bootstrap
+from imgclf.evaluate.multilabel import MultiLabelReport, evaluate_multilabel, tune_thresholds
+from imgclf.evaluate.stats import bootstrap_ci, mcnemar, paired_bootstrap
+from imgclf.evaluate.subgroups import subgroup_metrics
+from imgclf.latency import LatencyReport, measure_latency, measure_model_latency
 
 CLASSES = ["a", "b", "c", "d", "e", "f", "g"]
 
@@ -60,7 +62,9 @@ def test_label_metrics_match_sklearn(single):
     p, rc, f1, support = skm.precision_recall_fscore_support(y, pred, labels=range(len(CLASSES)), zero_division=0)
     for i, name in enumerate(CLASSES):
         pc = r.per_class[name]
-        assert (pc["precision"], pc["recall"], pc["f1"], pc["support"]) == pytest.approx((p[i], rc[i], f1[i], support[i]))
+        assert (pc["precision"], pc["recall"], pc["f1"], pc["support"]) == pytest.approx(
+            (p[i], rc[i], f1[i], support[i])
+        )
         assert r.per_class_accuracy[name] == pytest.approx(rc[i])  # single-label per-class accuracy = recall
     assert r.confusion == skm.confusion_matrix(y, pred).tolist()
     np.testing.assert_allclose(r.confusion_normalized, skm.confusion_matrix(y, pred, normalize="true"))
@@ -72,7 +76,9 @@ def test_probability_metrics_match_sklearn(single):
     assert r.top_k_accuracy["1"] == pytest.approx(r.accuracy)
     assert r.top_k_accuracy["5"] == pytest.approx(skm.top_k_accuracy_score(y, probs, k=5, labels=labels))
     assert r.top_k_accuracy["5"] > r.top_k_accuracy["1"]
-    assert r.roc_auc_macro == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=labels))
+    assert r.roc_auc_macro == pytest.approx(
+        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=labels)
+    )
     per_class = skm.roc_auc_score(y, probs, multi_class="ovr", average=None, labels=labels)
     assert [r.roc_auc_per_class[n] for n in CLASSES] == pytest.approx(list(per_class))
     assert r.roc_auc_skipped == {}
@@ -158,8 +164,16 @@ def test_metrics_dict_has_the_documented_keys_as_finite_floats(single):
     _, _, r = single
     m = r.metrics()
     assert set(m) == {
-        "test_accuracy", "test_macro_f1", "test_weighted_f1", "test_ece", "test_roc_auc_macro", "test_top5_accuracy",
-        "test_accuracy_ci_low", "test_accuracy_ci_high", "test_macro_f1_ci_low", "test_macro_f1_ci_high",
+        "test_accuracy",
+        "test_macro_f1",
+        "test_weighted_f1",
+        "test_ece",
+        "test_roc_auc_macro",
+        "test_top5_accuracy",
+        "test_accuracy_ci_low",
+        "test_accuracy_ci_high",
+        "test_macro_f1_ci_low",
+        "test_macro_f1_ci_high",
     }
     assert all(type(v) is float and np.isfinite(v) for v in m.values())
     assert m["test_ece"] == r.ece and m["test_accuracy_ci_low"] == r.accuracy_ci_low
@@ -169,12 +183,45 @@ def test_metrics_dict_has_the_documented_keys_as_finite_floats(single):
     assert "latency_p50_ms" not in m  # with_latency returns a copy
 
 
+def _json_round_trip(obj):
+    """What the report materializer does: asdict -> JSON -> TypeAdapter(type).validate_python."""
+    text = json.dumps(dataclasses.asdict(obj), allow_nan=False)  # every field is plain, finite JSON
+    return TypeAdapter(type(obj)).validate_python(json.loads(text))
+
+
 def test_report_round_trips_through_json_like_the_materializer(single):
-    _, _, r = single
-    text = json.dumps(dataclasses.asdict(r), allow_nan=False)  # every field is plain, finite JSON
-    assert EvaluationReport(**json.loads(text)) == r
+    y, probs, r = single
+    assert _json_round_trip(r) == r
     gate = quality_gate(r, GateConfig(min_accuracy=0.5, max_latency_p50_ms=10))
-    assert GateResult(**json.loads(json.dumps(dataclasses.asdict(gate), allow_nan=False))) == gate
+    back = _json_round_trip(gate)
+    assert back == gate and isinstance(back.checks[0], GateCheck)
+    # the nested reports come back as their dataclasses, with ints still ints
+    site = np.array(["A", "B"])[np.arange(len(y)) % 2]
+    full = dataclasses.replace(
+        r,
+        subgroups=subgroup_metrics(pd.DataFrame({"site": site}), y, probs.argmax(1), len(CLASSES), n_bootstrap=50),
+        comparison=compare_models(y, np.roll(probs, 1, axis=0), probs, n_bootstrap=50),
+        comparison_note="compared",
+    )
+    back = _json_round_trip(full)
+    assert back == full and back.subgroups.worst["site"].value in ("A", "B")
+    assert back.comparison.metrics() == full.comparison.metrics() and back.metrics() == full.metrics()
+    assert type(back.per_class["a"]["support"]) is int
+    ym, sm = _multilabel()
+    ml = EvaluationReport(
+        ["cat", "dog", "in", "out"],
+        len(ym),
+        0.5,
+        0.5,
+        [],
+        multi_label=evaluate_multilabel(ym, sm, ["cat", "dog", "in", "out"]),
+    )
+    back = _json_round_trip(ml)
+    assert (
+        back == ml
+        and isinstance(back.multi_label, MultiLabelReport)
+        and back.metrics()["test_map"] == ml.metrics()["test_map"]
+    )
 
 
 # -- calibration --------------------------------------------------------------------------------
@@ -194,12 +241,12 @@ def test_ece_and_reliability_diagram_by_hand():
     assert calibration(np.array([0, 1]), np.eye(2), n_bins=10)[0] == 0.0
 
 
-
 def test_reliability_bins_are_right_closed():
     # confidences exactly on the edges 0.5 and 0.75 belong to the bins they close: (0.25, 0.5], (0.5, 0.75]
     probs = np.array([[0.5, 0.25, 0.25], [0.75, 0.125, 0.125], [1.0, 0.0, 0.0]])
     _, diagram = calibration(np.array([0, 0, 0]), probs, n_bins=4)
     assert diagram["counts"] == [0, 1, 1, 1]
+
 
 # -- bootstrap, paired bootstrap, McNemar, comparison -----------------------------------------------
 def test_bootstrap_ci_contains_estimate_is_seeded_and_narrows_with_more_data():
@@ -233,9 +280,29 @@ def test_report_bootstrap_is_seeded(single):
     again = evaluate_probabilities(y, probs, CLASSES, n_bootstrap=500, seed=0)
     other = evaluate_probabilities(y, probs, CLASSES, n_bootstrap=500, seed=1)
     assert (again.accuracy_ci_low, again.macro_f1_ci_high) == (r.accuracy_ci_low, r.macro_f1_ci_high)
-    assert (other.accuracy_ci_low, other.accuracy_ci_high, other.macro_f1_ci_low) != (r.accuracy_ci_low, r.accuracy_ci_high, r.macro_f1_ci_low)
+    assert (other.accuracy_ci_low, other.accuracy_ci_high, other.macro_f1_ci_low) != (
+        r.accuracy_ci_low,
+        r.accuracy_ci_high,
+        r.macro_f1_ci_low,
+    )
     assert r.accuracy_ci_low < r.accuracy < r.accuracy_ci_high
     assert r.macro_f1_ci_low < r.macro_f1 < r.macro_f1_ci_high
+
+
+def test_a_slow_bootstrap_logs_its_progress_and_a_quick_one_stays_quiet(monkeypatch, caplog):
+    from imgclf.evaluate import stats
+
+    y, probs = _fake_model(n=50)
+    with caplog.at_level(logging.INFO, logger="imgclf.evaluate.stats"):
+        bootstrap_ci("accuracy", y, probs, n=200)
+    assert caplog.records == []
+    monkeypatch.setattr(stats, "Progress", functools.partial(stats.Progress, every_s=0.0))  # every resample is "slow"
+    with caplog.at_level(logging.INFO, logger="imgclf.evaluate.stats"):
+        bootstrap_ci(lambda t, p: float(np.mean(t == p)), y, probs.argmax(1), n=5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("bootstrap of <lambda>: 1/5 resamples") and lines[-1].startswith(
+        "bootstrap of <lambda>: 5 resamples in"
+    )
 
 
 def _two_models(n: int = 400, acc_a: float = 0.7, acc_b: float = 0.9, seed: int = 0):
@@ -271,7 +338,7 @@ def test_a_clearly_better_challenger_is_significant_both_ways():
     worse = compare_models(y, b, a, n_bootstrap=1000)
     assert worse.verdict == "challenger worse" and worse.accuracy_delta < 0
     assert set(better.metrics()) >= {"compare_accuracy_delta", "compare_mcnemar_p_value", "production_test_accuracy"}
-    json.dumps(better.to_dict(), allow_nan=False)
+    json.dumps(dataclasses.asdict(better), allow_nan=False)
 
 
 def test_mcnemar_matches_the_textbook_formulas():
@@ -319,7 +386,9 @@ def test_multilabel_ap_map_and_f1_match_sklearn():
     thr = np.array([0.3, 0.4, 0.5, 0.6])
     r = evaluate_multilabel(y, s, names, thr)
     assert isinstance(r, MultiLabelReport)
-    assert [r.average_precision[n] for n in names] == pytest.approx(list(skm.average_precision_score(y, s, average=None)))
+    assert [r.average_precision[n] for n in names] == pytest.approx(
+        list(skm.average_precision_score(y, s, average=None))
+    )
     assert r.mean_average_precision == pytest.approx(skm.average_precision_score(y, s, average="macro"))
     pred = (s >= thr).astype(int)
     assert r.micro_f1 == pytest.approx(skm.f1_score(y, pred, average="micro"))
@@ -332,7 +401,9 @@ def test_multilabel_ap_map_and_f1_match_sklearn():
     y2[:, 1] = 0
     r2 = evaluate_multilabel(y2, s, names, 0.5)
     assert "dog" in r2.ap_skipped and "dog" not in r2.average_precision
-    assert r2.mean_average_precision == pytest.approx(np.mean([r2.average_precision[n] for n in ("cat", "indoor", "outdoor")]))
+    assert r2.mean_average_precision == pytest.approx(
+        np.mean([r2.average_precision[n] for n in ("cat", "indoor", "outdoor")])
+    )
 
 
 def test_threshold_tuning_finds_the_known_best_threshold():
@@ -370,22 +441,30 @@ def test_tuned_thresholds_beat_a_fixed_one_on_held_out_data():
 
 # -- quality gate ---------------------------------------------------------------------------------
 def _report(accuracy: float, macro_f1: float, latency: float | None = None) -> EvaluationReport:
-    return EvaluationReport(class_names=["a"], n_images=10, accuracy=accuracy, macro_f1=macro_f1, confusion=[[10]], latency_p50_ms=latency)
+    return EvaluationReport(
+        class_names=["a"], n_images=10, accuracy=accuracy, macro_f1=macro_f1, confusion=[[10]], latency_p50_ms=latency
+    )
 
 
 def test_gate_checks_each_threshold_with_value_and_comparison():
     config = GateConfig(min_accuracy=0.9, min_macro_f1=0.85, max_latency_p50_ms=20)
     ok = quality_gate(_report(0.95, 0.9, 12.5), config)
-    assert ok.passed and [c["name"] for c in ok.checks] == ["test_accuracy", "test_macro_f1", "latency_p50_ms"]
-    assert ok.checks[2] == {"name": "latency_p50_ms", "value": 12.5, "threshold": 20.0, "comparison": "<=", "passed": True,
-                            "message": "latency_p50_ms 12.5000 <= 20.0 [ok]"}
+    assert ok.passed and [c.name for c in ok.checks] == ["test_accuracy", "test_macro_f1", "latency_p50_ms"]
+    assert ok.checks[2] == GateCheck(
+        name="latency_p50_ms",
+        value=12.5,
+        threshold=20.0,
+        comparison="<=",
+        passed=True,
+        message="latency_p50_ms 12.5000 <= 20.0 [ok]",
+    )
     for report, failing in [
         (_report(0.85, 0.9, 12.5), "test_accuracy"),
         (_report(0.95, 0.8, 12.5), "test_macro_f1"),
         (_report(0.95, 0.9, 25.0), "latency_p50_ms"),
     ]:
         result = quality_gate(report, config)
-        assert not result.passed and [c["name"] for c in result.failed_checks] == [failing]
+        assert not result.passed and [c.name for c in result.failed_checks] == [failing]
     slow = quality_gate(_report(0.95, 0.9, 25.0), config)
     assert "latency_p50_ms 25.0000 > 20.0 [FAIL]" in slow.explain()
     assert "test_accuracy 0.9500 >= 0.9 [ok]" in slow.explain()
@@ -394,7 +473,7 @@ def test_gate_checks_each_threshold_with_value_and_comparison():
 def test_gate_fails_loudly_when_latency_was_not_measured():
     config = GateConfig(min_accuracy=0.5, max_latency_p50_ms=20)
     result = quality_gate(_report(0.95, 0.9, None), config)
-    assert not result.passed and result.failed_checks[0]["value"] is None
+    assert not result.passed and result.failed_checks[0].value is None
     assert "latency_p50_ms was not measured (required <= 20.0)" in result.explain()
     # a LatencyReport passed in directly is used
     measured = LatencyReport(p50_ms=5.0, p95_ms=6.0, batch32_images_per_s=1000.0)
@@ -402,7 +481,7 @@ def test_gate_fails_loudly_when_latency_was_not_measured():
     # NaN accuracy (e.g. a broken evaluation) never passes
     assert not quality_gate(_report(float("nan"), 0.9), GateConfig(min_accuracy=0.0)).passed
     # latency is not gated unless configured
-    assert [c["name"] for c in quality_gate(_report(0.95, 0.9), GateConfig()).checks] == ["test_accuracy", "test_macro_f1"]
+    assert [c.name for c in quality_gate(_report(0.95, 0.9), GateConfig()).checks] == ["test_accuracy", "test_macro_f1"]
 
 
 def test_gate_config_rejects_unknown_keys_and_bad_values():
@@ -423,7 +502,9 @@ def test_latency_report_structure_on_a_tiny_torch_model():
     from imgclf.preprocess import PreprocessSpec
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3)
+    )
     report = measure_model_latency(model, PreprocessSpec(image_size=16), warmup=1, repeats=10)
     assert report.p95_ms >= report.p50_ms > 0 and report.batch32_images_per_s > 0
     assert report.batch_size == 32 and report.repeats == 10 and "torch cpu" in report.machine
@@ -432,7 +513,9 @@ def test_latency_report_structure_on_a_tiny_torch_model():
 
 def test_measure_latency_calls_the_runner_as_asked():
     calls = []
-    report = measure_latency(lambda x: calls.append(len(x)), np.zeros((1, 2)), np.zeros((8, 2)), warmup=2, repeats=6, batch_repeats=3)
+    report = measure_latency(
+        lambda x: calls.append(len(x)), np.zeros((1, 2)), np.zeros((8, 2)), warmup=2, repeats=6, batch_repeats=3
+    )
     assert calls == [1] * 8 + [8] * 5  # warm-up + timed, batch 1 then the throughput batch
     assert report.batch_size == 8 and report.p95_ms >= report.p50_ms >= 0
     with pytest.raises(ValueError, match="batch of 1"):

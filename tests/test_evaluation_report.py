@@ -14,15 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
-
-from conftest import ROOT
 
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate.champion import Champion
 from imgclf.evaluate.evaluation import EvaluationConfig, evaluate_model
-from imgclf.evaluate.metrics import GateConfig
+from imgclf.evaluate.gate import GateConfig
 from imgclf.evaluate.model_card import ModelCardConfig, model_card
 from imgclf.evaluate.report import render_html
 
@@ -34,7 +33,7 @@ FAST = EvaluationConfig(n_bootstrap=200, gradcam_images=3, misclassified_images=
 def two_site_manifest(small_model, tmp_path_factory):
     """The small model's data, with a `site` column: site B's test images are inverted (white digit
     on black becomes black on white), so the model must do worse there."""
-    trained, manifest = small_model
+    _trained, manifest = small_model
     root = tmp_path_factory.mktemp("two_sites")
     records = manifest.records.copy()
     records["site"] = ["B" if (i % 2 and split == "test") else "A" for i, split in enumerate(records["split"])]
@@ -43,7 +42,9 @@ def two_site_manifest(small_model, tmp_path_factory):
         dst.parent.mkdir(parents=True, exist_ok=True)
         if row.site == "B":
             Image.fromarray(255 - np.asarray(Image.open(Path(manifest.root) / row.path).convert("L"))).save(dst)
-            records.loc[row.Index, "sha256"] = hashlib.sha256(dst.read_bytes()).hexdigest()  # new content, new cache key
+            records.loc[row.Index, "sha256"] = hashlib.sha256(
+                dst.read_bytes()
+            ).hexdigest()  # new content, new cache key
         else:
             shutil.copy(Path(manifest.root) / row.path, dst)
     return DatasetManifest(str(root), records)
@@ -54,37 +55,41 @@ def evaluation(small_model, two_site_manifest):
     trained, _ = small_model
     worse = dataclasses.replace(trained, state_dict={k: v.clone() for k, v in trained.state_dict.items()})
     head = [k for k in worse.state_dict if k.endswith("weight")][-1]
-    worse.state_dict[head] = worse.state_dict[head][np.random.default_rng(0).permutation(worse.state_dict[head].shape[0])]
-    return evaluate_model(trained, two_site_manifest, GateConfig(min_accuracy=0.5), FAST, Champion(worse, "models:/m/1 (@production)"))
+    worse.state_dict[head] = worse.state_dict[head][
+        np.random.default_rng(0).permutation(worse.state_dict[head].shape[0])
+    ]
+    return evaluate_model(
+        trained, two_site_manifest, GateConfig(min_accuracy=0.5), FAST, Champion(worse, "models:/m/1 (@production)")
+    )
 
 
 def test_subgroups_call_out_the_degraded_site(evaluation, two_site_manifest):
     sg = evaluation.report.subgroups
-    rows = {r["value"]: r for r in sg["rows"] if r["column"] == "site"}
+    rows = {r.value: r for r in sg.rows if r.column == "site"}
     assert set(rows) == {"A", "B"}
     test = two_site_manifest.subset("test")
-    assert rows["A"]["n_images"] + rows["B"]["n_images"] == len(test)
-    assert sg["worst"]["site"]["value"] == "B"
-    assert rows["B"]["accuracy"] < rows["A"]["accuracy"] - 0.2
-    assert rows["B"]["accuracy_ci_low"] <= rows["B"]["accuracy"] <= rows["B"]["accuracy_ci_high"]
+    assert rows["A"].n_images + rows["B"].n_images == len(test)
+    assert sg.worst["site"].value == "B"
+    assert rows["B"].accuracy < rows["A"].accuracy - 0.2
+    assert rows["B"].accuracy_ci_low <= rows["B"].accuracy <= rows["B"].accuracy_ci_high
     # the subgroup accuracies recombine to the overall accuracy
-    overall = (rows["A"]["accuracy"] * rows["A"]["n_images"] + rows["B"]["accuracy"] * rows["B"]["n_images"]) / len(test)
+    overall = (rows["A"].accuracy * rows["A"].n_images + rows["B"].accuracy * rows["B"].n_images) / len(test)
     assert overall == pytest.approx(evaluation.report.accuracy)
 
 
 def test_comparison_with_a_worse_production_model(evaluation):
     c = evaluation.report.comparison
-    assert c["verdict"] == "challenger better" and c["significant"]
-    assert c["challenger_accuracy"] == pytest.approx(evaluation.report.accuracy)
-    assert c["champion_accuracy"] < c["challenger_accuracy"] and c["accuracy_ci_low"] > 0
+    assert c.verdict == "challenger better" and c.significant
+    assert c.challenger_accuracy == pytest.approx(evaluation.report.accuracy)
+    assert c.champion_accuracy < c.challenger_accuracy and c.accuracy_ci_low > 0
     assert "models:/m/1" in evaluation.report.comparison_note
 
 
 def test_identical_production_model_is_no_significant_difference(small_model):
     trained, manifest = small_model
     result = evaluate_model(trained, manifest, GateConfig(), FAST, Champion(trained, "same"))
-    assert result.report.comparison["accuracy_delta"] == 0 and not result.report.comparison["significant"]
-    assert result.report.comparison["verdict"].startswith("no significant difference")
+    assert result.report.comparison.accuracy_delta == 0 and not result.report.comparison.significant
+    assert result.report.comparison.verdict.startswith("no significant difference")
 
 
 def test_no_production_model_and_other_classes_are_said_plainly(small_model):
@@ -100,12 +105,14 @@ def test_gate_verdict_uses_the_configured_thresholds(small_model):
     trained, manifest = small_model
     result = evaluate_model(trained, manifest, GateConfig(min_accuracy=0.999, min_macro_f1=0.5), FAST)
     assert not result.gate.passed
-    assert [c["name"] for c in result.gate.failed_checks] == ["test_accuracy"]
+    assert [c.name for c in result.gate.failed_checks] == ["test_accuracy"]
     assert "0.999" in result.gate.explain()
 
 
 def _report_html(evaluation) -> str:
-    return render_html(evaluation.report, evaluation.gate, evaluation.figures, "digits <test>", {"architecture": "resnet10t"})
+    return render_html(
+        evaluation.report, evaluation.gate, evaluation.figures, "digits <test>", {"architecture": "resnet10t"}
+    )
 
 
 def test_html_report_is_self_contained_and_complete(evaluation):
@@ -115,12 +122,21 @@ def test_html_report_is_self_contained_and_complete(evaluation):
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing outside the file
     r = evaluation.report
-    for text in (f"{r.accuracy:.4f} [{r.accuracy_ci_low:.4f}, {r.accuracy_ci_high:.4f}]", "Worst site", "challenger better",
-                 "Quality gate PASSED", "digits &lt;test&gt;", "Grad-CAM: misclassified", f"{r.ece:.4f}"):
+    for text in (
+        f"{r.accuracy:.4f} [{r.accuracy_ci_low:.4f}, {r.accuracy_ci_high:.4f}]",
+        "Worst site",
+        "challenger better",
+        "Quality gate PASSED",
+        "digits &lt;test&gt;",
+        "Grad-CAM: misclassified",
+        f"{r.ece:.4f}",
+    ):
         assert text in page, text
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("IMGCLF_REQUIRE_BROWSER"), reason="Debian chromium is not installed")
+@pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("IMGCLF_REQUIRE_BROWSER"), reason="Debian chromium is not installed"
+)
 def test_report_renders_in_headless_chromium_with_every_image_loaded(evaluation, tmp_path):
     open_in_chromium = runpy.run_path(str(ROOT / "infra" / "screenshot_report.py"))["open_in_chromium"]
     report = tmp_path / "report.html"
@@ -128,15 +144,24 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(evaluation,
     shown = open_in_chromium(report, tmp_path / "report.png")
     assert shown["failed_requests"] == []
     assert [alt for alt, *_ in shown["images"]] == list(evaluation.figures)
-    assert all(complete and width > 50 and height > 50 for _, complete, width, height in shown["images"]), shown["images"]
+    assert all(complete and width > 50 and height > 50 for _, complete, width, height in shown["images"]), shown[
+        "images"
+    ]
     assert {"Quality gate", "Metrics", "Subgroups", "Figures", "Against the production model"} <= set(shown["headings"])
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
 def test_model_card_holds_the_real_numbers(small_model, evaluation, two_site_manifest):
     trained, _ = small_model
-    card = model_card(trained, two_site_manifest, evaluation.report, evaluation.gate,
-                      ModelCardConfig(purpose="Read handwritten digits.", limitations=["Only 8x8 scans."]), "digits", "7")
+    card = model_card(
+        trained,
+        two_site_manifest,
+        evaluation.report,
+        evaluation.gate,
+        ModelCardConfig(purpose="Read handwritten digits.", limitations=["Only 8x8 scans."]),
+        "digits",
+        "7",
+    )
     r = evaluation.report
     assert card.startswith("# Model card: digits (version 7)")
     assert "Read handwritten digits." in card and "Only 8x8 scans." in card
@@ -150,7 +175,9 @@ def test_model_card_holds_the_real_numbers(small_model, evaluation, two_site_man
     assert "Quality gate passed" in card
     for line in evaluation.report.notes:
         assert line in card
-    t, p, count = max(((i, j, c) for i, row in enumerate(r.confusion) for j, c in enumerate(row) if i != j), key=lambda x: x[2])
+    t, p, count = max(
+        ((i, j, c) for i, row in enumerate(r.confusion) for j, c in enumerate(row) if i != j), key=lambda x: x[2]
+    )
     assert f"true {r.class_names[t]} predicted as {r.class_names[p]}: {count} of" in card
 
 
@@ -167,7 +194,10 @@ def test_multilabel_evaluation_matches_sklearn(full_digits_dir, tmp_path):
 
     single = ingest_folder(full_digits_dir).records
     single = single.groupby("label").head(40)
-    tags = {d: [t for t, ok in (("even", d % 2 == 0), ("small", d < 5), ("round", d in (0, 6, 8, 9))) if ok] or ["none"] for d in range(10)}
+    tags = {
+        d: [t for t, ok in (("even", d % 2 == 0), ("small", d < 5), ("round", d in (0, 6, 8, 9))) if ok] or ["none"]
+        for d in range(10)
+    }
     records = single.assign(label=["|".join(sorted(tags[int(lbl)])) for lbl in single["label"]])
     manifest = stratified_split(DatasetManifest(str(full_digits_dir), records), SplitConfig(seed=0))
     assert manifest.multi_label
@@ -178,15 +208,15 @@ def test_multilabel_evaluation_matches_sklearn(full_digits_dir, tmp_path):
     result = evaluate_model(trained, manifest, GateConfig(min_accuracy=0.0), FAST)
     report = result.report
     ml = report.multi_label
-    assert set(ml["thresholds"]) == set(names) and ml["mean_average_precision"] is not None
+    assert set(ml.thresholds) == set(names) and ml.mean_average_precision is not None
 
     test = manifest.subset("test")
     scores = 1 / (1 + np.exp(-predict_logits(trained.build(), decoded_images(test, spec), trained.preprocess)))
     y = test.label_matrix(names)
-    pred = (scores >= np.array([ml["thresholds"][n] for n in names])).astype(int)
+    pred = (scores >= np.array([ml.thresholds[n] for n in names])).astype(int)
     assert report.accuracy == pytest.approx(accuracy_score(y, pred))  # exact-match accuracy
     assert report.macro_f1 == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
-    assert report.metrics()["test_map"] == pytest.approx(ml["mean_average_precision"])
+    assert report.metrics()["test_map"] == pytest.approx(ml.mean_average_precision)
     page = render_html(report, result.gate, result.figures, "multi", {})
     assert "exact-match accuracy" in page and "average precision" in page
     card = model_card(trained, manifest, report, result.gate)

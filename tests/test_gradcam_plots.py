@@ -58,14 +58,23 @@ def tiny_cnn() -> nn.Sequential:
     def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
-    return nn.Sequential(*block(3, 16, 1), *block(16, 32, 2), *block(32, 32, 2), *block(32, 32, 1),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 2))
+    return nn.Sequential(
+        *block(3, 16, 1),
+        *block(16, 32, 2),
+        *block(32, 32, 2),
+        *block(32, 32, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 2),
+    )
 
 
 def _accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
     model.eval()
     with torch.no_grad():
-        return float((model(SPEC.normalize(torch.from_numpy(images).permute(0, 3, 1, 2))).argmax(1).numpy() == labels).mean())
+        return float(
+            (model(SPEC.normalize(torch.from_numpy(images).permute(0, 3, 1, 2))).argmax(1).numpy() == labels).mean()
+        )
 
 
 def hook_count(model: nn.Module) -> int:
@@ -94,7 +103,9 @@ def trained():
     model.eval()
     test = bars(64, seed=3)
     accuracy = _accuracy(model, test[0], test[1])
-    assert accuracy >= 0.9, f"the toy model did not learn the task (test accuracy {accuracy:.2f}): the Grad-CAM check would mean nothing"
+    assert accuracy >= 0.9, (
+        f"the toy model did not learn the task (test accuracy {accuracy:.2f}): the Grad-CAM check would mean nothing"
+    )
     return model, test
 
 
@@ -102,7 +113,7 @@ def trained():
 
 
 def test_grad_cam_points_at_the_informative_quadrant_not_the_bright_distractor(trained):
-    model, (images, labels, bar_q, square_q) = trained
+    model, (images, _labels, bar_q, square_q) = trained
     assert find_target_layer(model, SIZE) == "11"  # the last ReLU, 8x8, before AdaptiveAvgPool2d
     heat = grad_cam(model, images, SPEC)
     assert heat.shape == (len(images), SIZE, SIZE) and heat.dtype == np.float32
@@ -113,13 +124,20 @@ def test_grad_cam_points_at_the_informative_quadrant_not_the_bright_distractor(t
     assert (on_square > 2).mean() <= 0.1, f"distractor quadrant concentration per image: {np.round(on_square, 2)}"
     # the same answer with the layer named, or given as a module, and with the class given explicitly
     predicted = model(SPEC.normalize(torch.from_numpy(images).permute(0, 3, 1, 2))).argmax(1).numpy()
-    np.testing.assert_allclose(grad_cam(model, images[:8], SPEC, class_indices=predicted[:8], target_layer="11"), heat[:8], atol=1e-5)
-    np.testing.assert_allclose(grad_cam(model, images[:8], SPEC, target_layer=model[11], batch_size=3), heat[:8], atol=1e-5)
+    np.testing.assert_allclose(
+        grad_cam(model, images[:8], SPEC, class_indices=predicted[:8], target_layer="11"), heat[:8], atol=1e-5
+    )
+    np.testing.assert_allclose(
+        grad_cam(model, images[:8], SPEC, target_layer=model[11], batch_size=3), heat[:8], atol=1e-5
+    )
 
 
 def test_grad_cam_for_another_class_differs_and_empty_input_is_empty(trained):
     model, (images, *_) = trained
-    for_zero, for_one = grad_cam(model, images[:8], SPEC, class_indices=0), grad_cam(model, images[:8], SPEC, class_indices=1)
+    for_zero, for_one = (
+        grad_cam(model, images[:8], SPEC, class_indices=0),
+        grad_cam(model, images[:8], SPEC, class_indices=1),
+    )
     assert not np.allclose(for_zero, for_one)
     assert grad_cam(model, images[:0], SPEC).shape == (0, SIZE, SIZE)
 
@@ -248,17 +266,39 @@ def test_the_selections_behind_the_figures():
     "name, make",
     [
         ("misclassified_grid", lambda: plots.misclassified_grid(IMAGES, Y_TRUE, Y_PRED, CONF, NAMES)),
-        ("misclassified_grid grey", lambda: plots.misclassified_grid(IMAGES[..., 0], Y_TRUE, Y_PRED, CONF, NAMES, max_items=2)),
+        (
+            "misclassified_grid grey",
+            lambda: plots.misclassified_grid(IMAGES[..., 0], Y_TRUE, Y_PRED, CONF, NAMES, max_items=2),
+        ),
         ("confused_pairs_chart", lambda: plots.confused_pairs_chart(CONFUSION, NAMES)),
-        ("per_class_accuracy_chart", lambda: plots.per_class_accuracy_chart({"cat": 0.75, "dog": 0.5, "fox": float("nan")})),
-        ("per_class_accuracy_chart many", lambda: plots.per_class_accuracy_chart({f"class {i}": i / 300 for i in range(300)})),
-        ("reliability_diagram", lambda: plots.reliability_diagram(
-            [np.nan, 0.15, 0.33, 0.55, 0.71, 0.93], [np.nan, 0.1, 0.3, 0.6, 0.7, 0.97], [0, 3, 5, 8, 20, 200], 0.021)),
+        (
+            "per_class_accuracy_chart",
+            lambda: plots.per_class_accuracy_chart({"cat": 0.75, "dog": 0.5, "fox": float("nan")}),
+        ),
+        (
+            "per_class_accuracy_chart many",
+            lambda: plots.per_class_accuracy_chart({f"class {i}": i / 300 for i in range(300)}),
+        ),
+        (
+            "reliability_diagram",
+            lambda: plots.reliability_diagram(
+                [np.nan, 0.15, 0.33, 0.55, 0.71, 0.93], [np.nan, 0.1, 0.3, 0.6, 0.7, 0.97], [0, 3, 5, 8, 20, 200], 0.021
+            ),
+        ),
         # the shapes imgclf.evaluate.metrics produces: None for classes without test images and empty bins
         ("per_class_accuracy_chart none", lambda: plots.per_class_accuracy_chart({"cat": 1.0, "dog": None})),
-        ("reliability_diagram none", lambda: plots.reliability_diagram(
-            [None, 0.62, 0.9], [None, 0.5, 0.95], [0, 4, 30], None, bin_edges=[0.0, 1 / 3, 2 / 3, 1.0])),
-        ("gradcam_grid", lambda: plots.gradcam_grid(IMAGES[:5], RNG.random((5, 24, 24)), [f"cat {chr(0x2192)} dog (0.9{i})" for i in range(5)])),
+        (
+            "reliability_diagram none",
+            lambda: plots.reliability_diagram(
+                [None, 0.62, 0.9], [None, 0.5, 0.95], [0, 4, 30], None, bin_edges=[0.0, 1 / 3, 2 / 3, 1.0]
+            ),
+        ),
+        (
+            "gradcam_grid",
+            lambda: plots.gradcam_grid(
+                IMAGES[:5], RNG.random((5, 24, 24)), [f"cat {chr(0x2192)} dog (0.9{i})" for i in range(5)]
+            ),
+        ),
     ],
 )
 def test_each_figure_is_a_png_of_a_reasonable_size(name, make):
@@ -280,7 +320,7 @@ def test_each_figure_is_a_png_of_a_reasonable_size(name, make):
     ],
 )
 def test_empty_inputs_give_a_small_png_that_says_so(make):
-    width, height = png_size(make())
+    _width, height = png_size(make())
     assert height < 150
 
 

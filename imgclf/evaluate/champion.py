@@ -32,6 +32,9 @@ def load_champion(name: str, alias: str, tracking_uri: str | None = None) -> tup
         with tempfile.TemporaryDirectory(prefix="imgclf-production-") as tmp:
             bundle, _ = fetch_bundle(uri, tmp, tracking_uri)
             return Champion(model=TrainedModel.load(bundle), label=f"{uri} (@{alias})"), ""
-    except Exception as exc:  # noqa: BLE001 - reported in the evaluation instead
+    except Exception as exc:  # any failure: reported in the evaluation instead of stopping it
         log.warning("could not load the production model %s: %s", uri, exc)
-        return None, f"production model {uri} (@{alias}) could not be loaded, so no comparison: {type(exc).__name__}: {exc}"
+        return (
+            None,
+            f"production model {uri} (@{alias}) could not be loaded, so no comparison: {type(exc).__name__}: {exc}",
+        )

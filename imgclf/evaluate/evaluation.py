@@ -4,32 +4,26 @@ HTML report. The evaluate step and the tests call this; the step only logs what 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from sklearn.metrics import f1_score
 
-from imgclf.models.trained import TrainedModel
 from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate import plots
 from imgclf.evaluate.champion import Champion
-from imgclf.latency import measure_model_latency
-from imgclf.evaluate.metrics import (
-    EvaluationReport,
-    GateConfig,
-    GateResult,
-    evaluate_multilabel,
-    evaluate_probabilities,
-    quality_gate,
-    softmax,
-    tune_thresholds,
-)
-from imgclf.evaluate.stats import bootstrap_ci, compare_models
-from imgclf.evaluate.subgroups import subgroup_metrics
+from imgclf.evaluate.comparison import ModelComparison, compare_models
+from imgclf.evaluate.gate import GateConfig, GateResult, quality_gate
+from imgclf.evaluate.metrics import EvaluationReport, evaluate_probabilities, softmax
+from imgclf.evaluate.multilabel import evaluate_multilabel, tune_thresholds
+from imgclf.evaluate.stats import bootstrap_ci
+from imgclf.evaluate.subgroups import SubgroupReport, subgroup_metrics
 from imgclf.inference import predict_logits
+from imgclf.latency import measure_model_latency
+from imgclf.models.trained import TrainedModel
 
 
 class EvaluationConfig(BaseModel):
@@ -53,7 +47,10 @@ class Evaluation:
 
     def figure_files(self) -> dict[str, bytes]:
         """The figures under file names that keep the report's order: `00-per-class_accuracy.png`, ..."""
-        return {f"{i:02d}-{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png": png for i, (name, png) in enumerate(self.figures.items())}
+        return {
+            f"{i:02d}-{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png": png
+            for i, (name, png) in enumerate(self.figures.items())
+        }
 
 
 def evaluate_model(
@@ -68,47 +65,78 @@ def evaluate_model(
     `champion_note` says why there is no champion when the registry could not provide one."""
     data = DecodedSplits(manifest, trained.preprocess, trained.class_names)
     data.require("test")
-    test = data.test
     network = trained.build()
-    logits = predict_logits(network, test.images, trained.preprocess)
+    logits = predict_logits(network, data.test.images, trained.preprocess)
     if data.multi_label:
-        report = _multilabel_report(trained, network, data, logits, config)
-        report.comparison_note = "not compared with the production model: the comparison is single-label only"
-        if test.manifest.extra_columns:
-            report.subgroups = {"skipped": {c: "subgroup metrics are single-label only" for c in test.manifest.extra_columns}}
-        figures = {}
+        report, figures = _multilabel_evaluation(trained, network, data, logits, config), {}
     else:
         probs = softmax(logits)
-        report = evaluate_probabilities(test.targets, probs, trained.class_names, n_bootstrap=config.n_bootstrap, seed=config.seed)
-        figures = _figures(network, trained, test.images, test.targets, probs, report, config)
-        extra = test.manifest.extra_columns
-        if extra:
-            report.subgroups = subgroup_metrics(
-                test.manifest.records[extra], test.targets, probs.argmax(1), len(trained.class_names),
-                min_images=config.subgroup_min_images, n_bootstrap=config.n_bootstrap, seed=config.seed,
-            ).to_dict()
-        report.comparison, report.comparison_note = _compare(champion, champion_note, manifest, test.targets, probs, trained, config)
+        report, figures = _single_label_evaluation(trained, network, data, probs, config)
+        report.comparison, report.comparison_note = _compare(
+            champion, champion_note, manifest, data.test.targets, probs, trained, config
+        )
     if config.measure_latency:
         report = report.with_latency(measure_model_latency(network, trained.preprocess))
     return Evaluation(report=report, gate=quality_gate(report, gate), figures=figures)
 
 
-def _compare(champion, champion_note, manifest, y_true, probs, trained, config) -> tuple[dict | None, str]:
+def _single_label_evaluation(
+    trained: TrainedModel, network, data: DecodedSplits, probs: np.ndarray, config: EvaluationConfig
+) -> tuple[EvaluationReport, dict[str, bytes]]:
+    """The metrics, the figures and the subgroups of a single-label model (softmax outputs `probs`)."""
+    test = data.test
+    report = evaluate_probabilities(
+        test.targets, probs, trained.class_names, n_bootstrap=config.n_bootstrap, seed=config.seed
+    )
+    figures = _figures(network, trained, test.images, test.targets, probs, report, config)
+    extra = test.manifest.extra_columns
+    if extra:
+        report.subgroups = subgroup_metrics(
+            test.manifest.records[extra],
+            test.targets,
+            probs.argmax(1),
+            len(trained.class_names),
+            min_images=config.subgroup_min_images,
+            n_bootstrap=config.n_bootstrap,
+            seed=config.seed,
+        )
+    return report, figures
+
+
+def _multilabel_evaluation(
+    trained: TrainedModel, network, data: DecodedSplits, logits: np.ndarray, config: EvaluationConfig
+) -> EvaluationReport:
+    """The multi-label report; subgroups and the production comparison are single-label only, and say so."""
+    report = _multilabel_report(trained, network, data, logits, config)
+    report.comparison_note = "not compared with the production model: the comparison is single-label only"
+    extra = data.test.manifest.extra_columns
+    if extra:
+        report.subgroups = SubgroupReport(skipped=dict.fromkeys(extra, "subgroup metrics are single-label only"))
+    return report
+
+
+def _compare(champion, champion_note, manifest, y_true, probs, trained, config) -> tuple[ModelComparison | None, str]:
     class_names = trained.class_names
     if champion is None:
         return None, champion_note or "no production model in the registry: nothing to compare with"
     if list(champion.model.class_names) != list(class_names):
-        return None, (f"production model {champion.label} has other classes ({len(champion.model.class_names)}: "
-                      f"{champion.model.class_names[:5]}...) than this model ({len(class_names)}); not comparable")
+        return None, (
+            f"production model {champion.label} has other classes ({len(champion.model.class_names)}: "
+            f"{champion.model.class_names[:5]}...) than this model ({len(class_names)}); not comparable"
+        )
     spec = champion.model.preprocess
     images = DecodedSplits(manifest, spec, class_names).test.images
     champion_probs = softmax(predict_logits(champion.model.build(), images, spec))
-    result = compare_models(y_true, champion_probs, probs, n_bootstrap=config.n_bootstrap, seed=config.seed, n_classes=len(class_names))
+    result = compare_models(
+        y_true, champion_probs, probs, n_bootstrap=config.n_bootstrap, seed=config.seed, n_classes=len(class_names)
+    )
     note = f"compared with production model {champion.label}: {result.explain()}"
     if champion.model.info.get("data_hash") != trained.info.get("data_hash"):
-        note += ("; caution: production was trained on other data (or its data is unknown), so some of these test images "
-                 "may have been in its training set")
-    return result.to_dict(), note
+        note += (
+            "; caution: production was trained on other data (or its data is unknown), so some of these test images "
+            "may have been in its training set"
+        )
+    return result, note
 
 
 def _figures(network, trained, images, y_true, probs, report, config) -> dict[str, bytes]:
@@ -122,8 +150,12 @@ def _figures(network, trained, images, y_true, probs, report, config) -> dict[st
     figures = {
         "Per-class accuracy": plots.per_class_accuracy_chart(report.per_class_accuracy),
         "Most-confused class pairs": plots.confused_pairs_chart(report.confusion, names),
-        "Most confident mistakes": plots.misclassified_grid(images, y_true, y_pred, confidence, names, config.misclassified_images),
-        "Reliability diagram": plots.reliability_diagram(rel["confidence"], rel["accuracy"], rel["counts"], report.ece, rel["bin_edges"]),
+        "Most confident mistakes": plots.misclassified_grid(
+            images, y_true, y_pred, confidence, names, config.misclassified_images
+        ),
+        "Reliability diagram": plots.reliability_diagram(
+            rel["confidence"], rel["accuracy"], rel["counts"], report.ece, rel["bin_edges"]
+        ),
     }
     wrong = plots.top_misclassified(y_true, y_pred, confidence, config.gradcam_images)
     right = np.flatnonzero(y_true == y_pred)
@@ -138,31 +170,47 @@ def _figures(network, trained, images, y_true, probs, report, config) -> dict[st
     return figures
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _multilabel_macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
 def _multilabel_report(trained, network, data: DecodedSplits, test_logits, config) -> EvaluationReport:
     """Exact-match accuracy and macro F1 (thresholds tuned per label on val), both with bootstrap
     CIs, plus the per-label AP / mAP report."""
-    from sklearn.metrics import f1_score
-
     names = trained.class_names
     val = data.val
-    sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     thresholds = None
     if len(val):
-        val_scores = sigmoid(predict_logits(network, val.images, trained.preprocess))
+        val_scores = _sigmoid(predict_logits(network, val.images, trained.preprocess))
         thresholds = tune_thresholds(val.targets, val_scores)
     y = data.test.targets
-    scores = sigmoid(test_logits)
+    scores = _sigmoid(test_logits)
     ml = evaluate_multilabel(y, scores, names, thresholds)
     pred = (scores >= np.array([ml.thresholds[n] for n in names])[None, :]).astype(np.int64)
     exact = (pred == y).all(axis=1).astype(np.int64)
     acc = bootstrap_ci("accuracy", np.ones_like(exact), exact, n=config.n_bootstrap, seed=config.seed, n_classes=2)
-    f1 = bootstrap_ci(lambda yt, yp: f1_score(yt, yp, average="macro", zero_division=0), y, pred,
-                      n=config.n_bootstrap, seed=config.seed)
-    notes = list(ml.notes) + ["multi-label: accuracy is exact-match (every label right); macro F1 at thresholds tuned on "
-                              + ("the validation split" if len(val) else "nothing (no validation rows; 0.5 used)")]
+    f1 = bootstrap_ci(_multilabel_macro_f1, y, pred, n=config.n_bootstrap, seed=config.seed)
+    tuned_on = "the validation split" if len(val) else "nothing (no validation rows; 0.5 used)"
+    notes = [
+        *ml.notes,
+        f"multi-label: accuracy is exact-match (every label right); macro F1 at thresholds tuned on {tuned_on}",
+    ]
     return EvaluationReport(
-        class_names=list(names), n_images=len(y), accuracy=acc["estimate"], macro_f1=ml.macro_f1, confusion=[],
-        accuracy_ci_low=acc["ci_low"], accuracy_ci_high=acc["ci_high"], macro_f1_ci_low=f1["ci_low"],
-        macro_f1_ci_high=f1["ci_high"], n_bootstrap=config.n_bootstrap, bootstrap_seed=config.seed,
-        notes=notes, multi_label=dataclasses.asdict(ml),
+        class_names=list(names),
+        n_images=len(y),
+        accuracy=acc["estimate"],
+        macro_f1=ml.macro_f1,
+        confusion=[],
+        accuracy_ci_low=acc["ci_low"],
+        accuracy_ci_high=acc["ci_high"],
+        macro_f1_ci_low=f1["ci_low"],
+        macro_f1_ci_high=f1["ci_high"],
+        n_bootstrap=config.n_bootstrap,
+        bootstrap_seed=config.seed,
+        notes=notes,
+        multi_label=ml,
     )

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Mapping, Sequence
 from io import BytesIO
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -67,7 +67,9 @@ def _show(ax, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def top_misclassified(y_true: Sequence[int], y_pred: Sequence[int], confidences: Sequence[float], max_items: int = 16) -> np.ndarray:
+def top_misclassified(
+    y_true: Sequence[int], y_pred: Sequence[int], confidences: Sequence[float], max_items: int = 16
+) -> np.ndarray:
     """Indices of the misclassified images, most confident first (ties keep data order), at most `max_items`."""
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     confidences = np.asarray(confidences, dtype=np.float64)
@@ -87,7 +89,9 @@ def confused_pairs(confusion: np.ndarray | Sequence[Sequence[int]], top: int = 1
         raise ValueError(f"expected a square confusion matrix, got shape {cm.shape}")
     off = cm.copy()
     np.fill_diagonal(off, 0)
-    cells = sorted(((int(off[t, p]), int(t), int(p)) for t, p in zip(*np.nonzero(off))), key=lambda c: (-c[0], c[1], c[2]))
+    cells = sorted(
+        ((int(off[t, p]), int(t), int(p)) for t, p in zip(*np.nonzero(off))), key=lambda c: (-c[0], c[1], c[2])
+    )
     return [(t, p, count) for count, t, p in cells[: max(top, 0)]]
 
 
@@ -121,11 +125,16 @@ def misclassified_grid(
     for slot, i in enumerate(order):
         ax = fig.add_subplot(rows, cols, slot + 1)
         _show(ax, images[i])
-        ax.set_title(f"{_name(class_names, y_true[i])} {_ARROW} {_name(class_names, y_pred[i])} ({confidences[i]:.2f})", fontsize=8)
+        ax.set_title(
+            f"{_name(class_names, y_true[i])} {_ARROW} {_name(class_names, y_pred[i])} ({confidences[i]:.2f})",
+            fontsize=8,
+        )
     return _png(fig)
 
 
-def confused_pairs_chart(confusion: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str], top: int = 10) -> bytes:
+def confused_pairs_chart(
+    confusion: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str], top: int = 10
+) -> bytes:
     """Horizontal bars of the `top` most frequent (true → predicted) confusions, from a confusion
     matrix with true classes as rows; each bar says its count and its share of the true class."""
     cm = np.asarray(confusion, dtype=np.int64)
@@ -143,7 +152,13 @@ def confused_pairs_chart(confusion: np.ndarray | Sequence[Sequence[int]], class_
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()  # the most frequent on top
     for yi, (count, t, _) in zip(y, pairs):
-        ax.text(count, yi, f" {count} ({count / support[t]:.0%} of true)" if support[t] else f" {count}", va="center", fontsize=7)
+        ax.text(
+            count,
+            yi,
+            f" {count} ({count / support[t]:.0%} of true)" if support[t] else f" {count}",
+            va="center",
+            fontsize=7,
+        )
     ax.set_xlim(0, max(counts) * 1.35)
     ax.set_xlabel("test images (true class → predicted class)")
     ax.set_title(title, fontsize=10, fontweight="bold")
@@ -159,7 +174,7 @@ def per_class_accuracy_chart(per_class_accuracy: Mapping[str, float], max_classe
     if not items:
         return message_png("No classes to show.", title)
     if len(items) > max_classes:
-        items = sorted(items, key=lambda kv: (kv[1] if not math.isnan(kv[1]) else 2.0))[:max_classes]
+        items = sorted(items, key=lambda kv: kv[1] if not math.isnan(kv[1]) else 2.0)[:max_classes]
         title += f" (lowest {max_classes} of {len(per_class_accuracy)})"
     names = [_short(k, 20) for k, _ in items]
     values = np.array([v for _, v in items])
@@ -172,7 +187,13 @@ def per_class_accuracy_chart(per_class_accuracy: Mapping[str, float], max_classe
     y = np.arange(len(items))
     ax.barh(y, np.where(known, values, 0.0), color=colours)
     for yi, value in zip(y, values):
-        ax.text(value if not math.isnan(value) else 0.0, yi, f" {value:.2f}" if not math.isnan(value) else " n/a (no test images)", va="center", fontsize=7)
+        ax.text(
+            value if not math.isnan(value) else 0.0,
+            yi,
+            f" {value:.2f}" if not math.isnan(value) else " n/a (no test images)",
+            va="center",
+            fontsize=7,
+        )
     if known.any():
         mean = float(values[known].mean())
         ax.axvline(mean, color="#333333", linestyle="--", linewidth=1)
@@ -184,6 +205,34 @@ def per_class_accuracy_chart(per_class_accuracy: Mapping[str, float], max_classe
     ax.set_xlabel("accuracy (share of the class's test images predicted correctly)")
     ax.set_title(title, fontsize=10, fontweight="bold")
     return _png(fig)
+
+
+def _calibration_bars(ax, centres: np.ndarray, widths: np.ndarray, conf: np.ndarray, acc: np.ndarray) -> None:
+    """Accuracy bars of the non-empty bins, the gap to their mean confidence, and the diagonal."""
+    ax.bar(
+        centres,
+        acc,
+        width=widths,
+        color="#4a7ebb",
+        edgecolor="#1f3f66",
+        linewidth=0.6,
+        label="accuracy",
+    )
+    gap_low = np.minimum(acc, conf)
+    ax.bar(
+        centres,
+        np.abs(conf - acc),
+        bottom=gap_low,
+        width=widths,
+        color="#d9534f",
+        alpha=0.35,
+        edgecolor="#d9534f",
+        hatch="//",
+        linewidth=0.6,
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], linestyle="--", color="#555555", linewidth=1, label="perfect calibration")
+    ax.plot(conf, acc, "o", color="#1f3f66", markersize=3)
 
 
 def reliability_diagram(
@@ -213,12 +262,7 @@ def reliability_diagram(
     fig = _figure(5.0, 5.6)
     grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
     ax = fig.add_subplot(grid[0])
-    ax.bar(centres[used], acc[used], width=widths[used], color="#4a7ebb", edgecolor="#1f3f66", linewidth=0.6, label="accuracy")
-    gap_low = np.minimum(acc, conf)[used]
-    ax.bar(centres[used], np.abs(conf - acc)[used], bottom=gap_low, width=widths[used], color="#d9534f", alpha=0.35,
-           edgecolor="#d9534f", hatch="//", linewidth=0.6, label="gap to confidence")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="#555555", linewidth=1, label="perfect calibration")
-    ax.plot(conf[used], acc[used], "o", color="#1f3f66", markersize=3)
+    _calibration_bars(ax, centres[used], widths[used], conf[used], acc[used])
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
@@ -245,7 +289,8 @@ def gradcam_grid(
     from imgclf.evaluate.gradcam import overlay  # only this figure needs it (and gradcam needs torch)
 
     if len(images) != len(heatmaps) or (titles is not None and len(titles) != len(images)):
-        raise ValueError(f"gradcam_grid: {len(images)} images, {len(heatmaps)} heatmaps, {len(titles) if titles is not None else 'no'} titles")
+        n_titles = len(titles) if titles is not None else "no"
+        raise ValueError(f"gradcam_grid: {len(images)} images, {len(heatmaps)} heatmaps, {n_titles} titles")
     n = min(len(images), max(max_items, 0))
     if n == 0:
         return message_png("No images to explain.", heading)
@@ -258,7 +303,11 @@ def gradcam_grid(
     for i in range(n):
         r, c = divmod(i, cols)
         image = np.asarray(images[i])
-        rgb = image if image.ndim == 3 and image.shape[-1] == 3 else np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+        rgb = (
+            image
+            if image.ndim == 3 and image.shape[-1] == 3
+            else np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+        )
         left, right = fig.add_subplot(grid[r, 3 * c]), fig.add_subplot(grid[r, 3 * c + 1])
         _show(left, rgb)
         _show(right, overlay(rgb, np.asarray(heatmaps[i]), alpha=alpha))

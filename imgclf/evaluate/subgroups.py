@@ -3,7 +3,7 @@ subgroup called out: an average can hide a site where the model fails."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -29,9 +29,6 @@ class SubgroupReport:
     skipped: dict[str, str] = field(default_factory=dict)  # column -> why it has no table
     min_images: int = 5
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def subgroup_metrics(
     metadata: pd.DataFrame,
@@ -52,30 +49,58 @@ def subgroup_metrics(
     `max_values` distinct values (an id, a file name) is skipped with the reason."""
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     if not len(metadata) == len(y_true) == len(y_pred):
-        raise ValueError(f"subgroup_metrics: {len(metadata)} metadata rows, {len(y_true)} labels, {len(y_pred)} predictions")
+        raise ValueError(
+            f"subgroup_metrics: {len(metadata)} metadata rows, {len(y_true)} labels, {len(y_pred)} predictions"
+        )
     report = SubgroupReport(min_images=min_images)
     for column in metadata.columns:
         values = metadata[column].astype("string").fillna("(missing)").to_numpy()
         distinct = pd.unique(values)
-        if len(distinct) > max_values:
-            report.skipped[column] = f"{len(distinct)} distinct values (more than {max_values}): an identifier, not a subgroup"
+        why_not = _why_not_compared(distinct, max_values)
+        if why_not:
+            report.skipped[column] = why_not
             continue
-        if len(distinct) < 2:
-            report.skipped[column] = f"one value only ({distinct[0]!s}): nothing to compare" if len(distinct) else "no rows"
-            continue
-        rows = []
-        for value in sorted(distinct, key=str):
-            mask = values == value
-            ci = bootstrap_ci("accuracy", y_true[mask], y_pred[mask], n=n_bootstrap, seed=seed, n_classes=n_classes)
-            rows.append(SubgroupRow(
-                column=str(column), value=str(value), n_images=int(mask.sum()), accuracy=ci["estimate"],
-                accuracy_ci_low=ci["ci_low"], accuracy_ci_high=ci["ci_high"],
-                macro_f1=metric_value("macro_f1", y_true[mask], y_pred[mask], n_classes),
-            ))
+        rows = [
+            _subgroup_row(str(column), str(value), values == value, y_true, y_pred, n_classes, n_bootstrap, seed)
+            for value in sorted(distinct, key=str)
+        ]
         report.rows.extend(rows)
         eligible = [r for r in rows if r.n_images >= min_images]
         if eligible:
             report.worst[str(column)] = min(eligible, key=lambda r: (r.accuracy, -r.n_images))
         else:
-            report.skipped[column] = f"no subgroup has {min_images} or more test images: too small to call out a worst one"
+            report.skipped[column] = (
+                f"no subgroup has {min_images} or more test images: too small to call out a worst one"
+            )
     return report
+
+
+def _why_not_compared(distinct: np.ndarray, max_values: int) -> str:
+    """Why a column with these distinct values gets no table ("" when it gets one)."""
+    if len(distinct) > max_values:
+        return f"{len(distinct)} distinct values (more than {max_values}): an identifier, not a subgroup"
+    if len(distinct) < 2:
+        return f"one value only ({distinct[0]!s}): nothing to compare" if len(distinct) else "no rows"
+    return ""
+
+
+def _subgroup_row(
+    column: str,
+    value: str,
+    mask: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_classes: int,
+    n_bootstrap: int,
+    seed: int,
+) -> SubgroupRow:
+    ci = bootstrap_ci("accuracy", y_true[mask], y_pred[mask], n=n_bootstrap, seed=seed, n_classes=n_classes)
+    return SubgroupRow(
+        column=column,
+        value=value,
+        n_images=int(mask.sum()),
+        accuracy=ci["estimate"],
+        accuracy_ci_low=ci["ci_low"],
+        accuracy_ci_high=ci["ci_high"],
+        macro_f1=metric_value("macro_f1", y_true[mask], y_pred[mask], n_classes),
+    )
