@@ -11,7 +11,7 @@ PORT ?= 3000
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup run test serve data clean-state
+.PHONY: setup run test test-fast lint format serve data clean-state
 .DEFAULT_GOAL := run
 
 setup: $(VENV)/.installed .zen .state/.stack-ready
@@ -41,6 +41,17 @@ run: setup data
 
 test: setup
 	$(BIN)/pytest
+
+test-fast: setup  # the unit subset: no whole pipeline runs, no servers
+	$(BIN)/pytest -m "not integration and not service"
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 serve: setup
 	$(BIN)/imgclf serve --model $(MODEL) --host 127.0.0.1 --port $(PORT)

@@ -41,11 +41,11 @@ def test_multilabel_data_runs_through_every_step(multilabel_run):
 
     assert multilabel_run.status == ExecutionStatus.COMPLETED
     report = multilabel_run.steps["evaluate"].outputs["evaluation"][0].load()
-    assert report.multi_label is not None and set(report.multi_label["thresholds"]) == {"even", "none", "round", "small"}
+    assert report.multi_label is not None and set(report.multi_label.thresholds) == {"even", "none", "round", "small"}
     meta = multilabel_run.steps["evaluate"].run_metadata
-    assert meta["test_map"] == pytest.approx(report.multi_label["mean_average_precision"])
+    assert meta["test_map"] == pytest.approx(report.multi_label.mean_average_precision)
     assert report.accuracy_ci_low <= report.accuracy <= report.accuracy_ci_high  # exact-match accuracy
-    assert report.subgroups["skipped"] == {"site": "subgroup metrics are single-label only"}
+    assert report.subgroups.skipped == {"site": "subgroup metrics are single-label only"}
     assert "single-label only" in report.comparison_note
     page = str(multilabel_run.steps["evaluate"].outputs["evaluation_report"][0].load())
     assert "exact-match accuracy" in page and "average precision" in page

@@ -9,7 +9,8 @@ from sklearn.metrics import f1_score
 
 from imgclf.models.trained import TrainedModel
 from imgclf.data.cache import decoded_images
-from imgclf.evaluate.metrics import GateConfig, evaluate_predictions, quality_gate
+from imgclf.evaluate.gate import GateConfig, quality_gate
+from imgclf.evaluate.metrics import evaluate_predictions
 from imgclf.bundle import read_onnx_metadata
 from imgclf.export.onnx import export_onnx, onnx_logits, parity
 from imgclf.export.quantize import quantize_int8
