@@ -20,11 +20,12 @@ import argparse
 import time
 
 from common import scratch_dir
-from imgclf.data.prepare import prepare_data
-from imgclf.data.split import SplitConfig
-from imgclf.data.digits import write_digits
+
 from imgclf.compress.distill import DistillConfig, distill
 from imgclf.compress.prune import PruneConfig, prune_and_finetune
+from imgclf.data.digits import write_digits
+from imgclf.data.prepare import prepare_data
+from imgclf.data.split import SplitConfig
 from imgclf.train.config import TrainConfig
 from imgclf.train.loop import fit_manifest
 
@@ -32,7 +33,11 @@ from imgclf.train.loop import fit_manifest
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18", help="the baseline (and teacher)")
-    parser.add_argument("--pretrained", action="store_true", help="start the baseline from ImageNet weights (offline: tf_efficientnet_lite0 only)")
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start the baseline from ImageNet weights (offline: tf_efficientnet_lite0 only)",
+    )
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=6, help="baseline training epochs")
@@ -56,26 +61,62 @@ def main() -> None:
         print(f"digits: {count} images, split {sizes}; {args.arch} at {args.image_size} px, batch {args.batch_size}")
 
         started = time.perf_counter()
-        baseline = fit_manifest(split, TrainConfig(
-            arch=args.arch, pretrained=args.pretrained, image_size=args.image_size, batch_size=args.batch_size,
-            epochs=args.epochs, lr=args.lr, seed=args.seed, num_workers=args.workers,
-        ))
-        print(f"baseline: {args.epochs} epochs in {time.perf_counter() - started:.0f} s, best val {baseline.info['best_val_score']:.4f}\n")
+        baseline = fit_manifest(
+            split,
+            TrainConfig(
+                arch=args.arch,
+                pretrained=args.pretrained,
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                epochs=args.epochs,
+                lr=args.lr,
+                seed=args.seed,
+                num_workers=args.workers,
+            ),
+        )
+        print(
+            f"baseline: {args.epochs} epochs in {time.perf_counter() - started:.0f} s, "
+            f"best val {baseline.info['best_val_score']:.4f}\n"
+        )
 
         started = time.perf_counter()
-        _, pruned = prune_and_finetune(baseline, split, PruneConfig(
-            amount=args.amount, epochs=args.finetune_epochs, lr=args.finetune_lr, num_workers=args.workers,
-            latency_repeats=args.latency_repeats,
-        ))
-        print(f"pruning {args.amount:.0%}, fine-tune {args.finetune_epochs} epochs at lr {args.finetune_lr:g} ({time.perf_counter() - started:.0f} s)")
+        _, pruned = prune_and_finetune(
+            baseline,
+            split,
+            PruneConfig(
+                amount=args.amount,
+                epochs=args.finetune_epochs,
+                lr=args.finetune_lr,
+                num_workers=args.workers,
+                latency_repeats=args.latency_repeats,
+            ),
+        )
+        print(
+            f"pruning {args.amount:.0%}, fine-tune {args.finetune_epochs} epochs at lr {args.finetune_lr:g} "
+            f"({time.perf_counter() - started:.0f} s)"
+        )
         print(pruned.table() + "\n")
 
         started = time.perf_counter()
-        *_, distilled = distill(baseline, split, DistillConfig(
-            student=args.student, temperature=args.temperature, alpha=args.alpha, epochs=args.student_epochs, lr=args.lr,
-            batch_size=args.batch_size, seed=args.seed, num_workers=args.workers, latency_repeats=args.latency_repeats,
-        ))
-        print(f"distillation T={args.temperature:g} alpha={args.alpha:g}, {args.student_epochs} epochs each ({time.perf_counter() - started:.0f} s)")
+        *_, distilled = distill(
+            baseline,
+            split,
+            DistillConfig(
+                student=args.student,
+                temperature=args.temperature,
+                alpha=args.alpha,
+                epochs=args.student_epochs,
+                lr=args.lr,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                num_workers=args.workers,
+                latency_repeats=args.latency_repeats,
+            ),
+        )
+        print(
+            f"distillation T={args.temperature:g} alpha={args.alpha:g}, {args.student_epochs} epochs each "
+            f"({time.perf_counter() - started:.0f} s)"
+        )
         print(distilled.table())
 
 

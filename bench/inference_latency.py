@@ -27,20 +27,25 @@ other processes used while it timed and warns above 10%.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from pathlib import Path
 
 from common import scratch_dir
+from train_throughput import CpuWatch
+
 from imgclf.data.decoded import DecodedSplits
+from imgclf.data.digits import write_digits
 from imgclf.data.prepare import prepare_data
 from imgclf.data.split import SplitConfig
-from imgclf.data.digits import write_digits
-from imgclf.export.exporter import ORT_FP32, ExportConfig, calibration_sample, export_folder, runtime_table
-from imgclf.export.quantize import recipe_table_markdown
+from imgclf.export.exporter import ExportConfig, calibration_sample
+from imgclf.export.folder import FolderReport, export_folder
+from imgclf.export.int8_report import recipe_table_markdown
+from imgclf.export.runtimes import ORT_FP32, runtime_table
+from imgclf.logs import quiet_third_party
 from imgclf.train.config import TrainConfig
 from imgclf.train.loop import fit_manifest
-from train_throughput import CpuWatch
 
 GOALS = {"tf_efficientnet_lite0": 1.3, "resnet18": 2.5}  # ORT INT8 / ORT fp32 images/s at batch 32
 PRETRAINED = {"tf_efficientnet_lite0": True}  # offline weights exist for these only
@@ -49,12 +54,21 @@ PRETRAINED = {"tf_efficientnet_lite0": True}  # offline weights exist for these 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=list(GOALS), help="timm names (or torchvision/<name>)")
-    parser.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs per model (about 40 steps each; 8 as in configs/training.yaml)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=8,
+        help="fine-tuning epochs per model (about 40 steps each; 8 as in configs/training.yaml)",
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--tolerance", type=float, default=0.01, help="largest accepted INT8 accuracy drop")
-    parser.add_argument("--min-speedup", type=float, default=1.05, help="INT8 must beat ORT fp32 by this much to be served")
+    parser.add_argument(
+        "--min-speedup", type=float, default=1.05, help="INT8 must beat ORT fp32 by this much to be served"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (medians)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # training epochs, INT8 recipes as they are tried
+    quiet_third_party()
     with scratch_dir("imgclf-inference-bench-") as scratch:
         os.environ["IMGCLF_CACHE_DIR"] = str(scratch / "cache")
         write_digits(scratch / "digits")
@@ -67,7 +81,12 @@ def main() -> None:
 
 def run(arch: str, split, args, scratch: Path) -> str:
     config = TrainConfig(
-        arch=arch, pretrained=PRETRAINED.get(arch, False), image_size=args.image_size, batch_size=32, epochs=args.epochs, seed=42
+        arch=arch,
+        pretrained=PRETRAINED.get(arch, False),
+        image_size=args.image_size,
+        batch_size=32,
+        epochs=args.epochs,
+        seed=42,
     )
     started = time.perf_counter()
     trained = fit_manifest(split, config)
@@ -78,42 +97,73 @@ def run(arch: str, split, args, scratch: Path) -> str:
     started = time.perf_counter()
     with watch():
         report = export_folder(
-            trained, scratch / arch, calibration_sample(data.train.images), data.val.images, data.val.targets, export_config,
-            test_images=data.test.images, test_labels=data.test.targets,
+            trained,
+            scratch / arch,
+            calibration_sample(data.train.images),
+            data.val.images,
+            data.val.targets,
+            export_config,
+            test_images=data.test.images,
+            test_labels=data.test.targets,
         )
     export_s = time.perf_counter() - started
 
+    checked = report.checked
     weights = "ImageNet weights" if config.pretrained else "random init"
-    print(f"\n=== {arch}: {weights}, fine-tuned {args.epochs} epochs on the digits in {train_s:.0f} s "
-          f"(best val {trained.info['best_val_score']:.4f}); export and measurements {export_s:.0f} s; {report['machine']}")
-    chosen_on_test = (f"chosen INT8 on test: top-1 agreement {report['test_int8_top1_agreement']:.4f}, accuracy drop "
-                      f"{report['test_int8_accuracy_drop']:+.4f}") if "test_int8_top1_agreement" in report else "no INT8 chosen"
-    print(f"parity with torch on {report['test_images']} test images: ONNX max |logit diff| "
-          f"{report['test_onnx_max_abs_logit_diff']:.1e}; {chosen_on_test}")
-    print(f"parity with torch on {report['eval_images']} val images: ONNX max |logit diff| {report['onnx_max_abs_logit_diff']:.1e}, "
-          f"TorchScript {report['torchscript']['max_abs_logit_diff']:.1e}, "
-          + (f"OpenVINO {report['openvino']['max_abs_logit_diff']:.1e}" if "skipped" not in report["openvino"] else report["openvino"]["skipped"]))
-    print(recipe_table_markdown(report["int8_search"]))
-    print(runtime_table(report["runtimes"], ORT_FP32))
+    print(
+        f"\n=== {arch}: {weights}, fine-tuned {args.epochs} epochs on the digits in {train_s:.0f} s "
+        f"(best val {trained.info['best_val_score']:.4f}); export and measurements {export_s:.0f} s; {report.machine}"
+    )
+    chosen_on_test = (
+        (
+            f"chosen INT8 on test: top-1 agreement {checked.test_int8_top1_agreement:.4f}, accuracy drop "
+            f"{checked.test_int8_accuracy_drop:+.4f}"
+        )
+        if checked.test_int8_top1_agreement is not None
+        else "no INT8 chosen"
+    )
+    print(
+        f"parity with torch on {checked.test_images} test images: ONNX max |logit diff| "
+        f"{checked.test_onnx_max_abs_logit_diff:.1e}; {chosen_on_test}"
+    )
+    openvino = (
+        f"OpenVINO {report.openvino.max_abs_logit_diff:.1e}" if report.openvino is not None else report.openvino_skipped
+    )
+    print(
+        f"parity with torch on {checked.eval_images} val images: "
+        f"ONNX max |logit diff| {checked.onnx_max_abs_logit_diff:.1e}, "
+        f"TorchScript {report.torchscript.max_abs_logit_diff:.1e}, {openvino}"
+    )
+    print(recipe_table_markdown(checked.int8_search))
+    print(runtime_table(report.runtimes, ORT_FP32))
     if watch.shares and watch.shares[-1] > 0.1:
-        print(f"warning: other processes used {watch.shares[-1]:.0%} of the CPU while this model was measured; the figures are noisy")
+        print(
+            f"warning: other processes used {watch.shares[-1]:.0%} of the CPU while this model was measured; "
+            "the figures are noisy"
+        )
+    return verdict(arch, report)
 
-    int8 = next((row for row in report["runtimes"] if row["runtime"].startswith("ORT INT8")), None)
-    ratio = int8["throughput_vs_baseline"] if int8 else 0.0
+
+def verdict(arch: str, report: FolderReport) -> str:
+    """One summary line: INT8's speedup against the goal, the recipe, and INT8's accuracy delta."""
+    int8 = next((row for row in report.runtimes if row.runtime.startswith("ORT INT8")), None)
+    ratio = int8.throughput_vs_baseline if int8 else 0.0
     goal = GOALS.get(arch)
-    served = report["serve"] == "int8"
+    served = report.checked.serve == "int8"
     if goal is None:
-        verdict = "no goal set"
+        met = "no goal set"
     elif served and ratio >= goal:
-        verdict = f"goal >= {goal}x MET"
+        met = f"goal >= {goal}x MET"
     else:
-        verdict = f"goal >= {goal}x NOT met" + ("" if served else " (no INT8 recipe beat fp32; fp32 is served)")
+        met = f"goal >= {goal}x NOT met" + ("" if served else " (no INT8 recipe beat fp32; fp32 is served)")
     if served:
-        recipe = report["int8_recipe"]
+        recipe = report.checked.int8_recipe
+    elif report.int8_file is not None:
+        recipe = f"none ({report.int8_file.recipe}, closest to fp32, not served)"
     else:
-        recipe = f"none ({report['int8_file']['recipe']}, closest to fp32, not served)" if "int8_file" in report else "none (every recipe failed)"
-    delta = f"{int8['accuracy_delta']:+.4f}" if int8 else "n/a"
-    line = f"{arch:24s} {ratio:5.2f}x  {verdict}; recipe {recipe}; INT8 accuracy delta vs ORT fp32 {delta}"
+        recipe = "none (every recipe failed)"
+    delta = f"{int8.accuracy_delta:+.4f}" if int8 else "n/a"
+    line = f"{arch:24s} {ratio:5.2f}x  {met}; recipe {recipe}; INT8 accuracy delta vs ORT fp32 {delta}"
     print(line)
     return line
 

@@ -145,16 +145,28 @@ def _write_report(out: Path, name: str, config, report) -> Path:
 def _prune(args: argparse.Namespace) -> int:
     from imgclf.compress.prune import PruneConfig, prune_and_finetune
 
-    trained, split, config, policy = _compress_inputs(args, PruneConfig, {
-        "amount": args.amount, "epochs": args.epochs, "lr": args.lr, "ignore": args.ignore, "round_to": args.round_to,
-        "batch_size": args.batch_size, "num_workers": args.workers, "latency_repeats": args.latency_repeats,
-    })
+    trained, split, config, policy = _compress_inputs(
+        args,
+        PruneConfig,
+        {
+            "amount": args.amount,
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "ignore": args.ignore,
+            "round_to": args.round_to,
+            "batch_size": args.batch_size,
+            "num_workers": args.workers,
+            "latency_repeats": args.latency_repeats,
+        },
+    )
     pruned, report = prune_and_finetune(trained, split, config, policy)
     out = Path(args.out)
     pruned.save(out)
     print(report.table())
     if report.data_matches_training is False:
-        print(f"warning: {args.data} is not the data {args.model} was trained on; its test split may hold training images")
+        print(
+            f"warning: {args.data} is not the data {args.model} was trained on; its test split may hold training images"
+        )
     print(f"bundle in {out}; report in {_write_report(out, 'prune_report.json', config, report)}")
     return 0
 
@@ -162,11 +174,22 @@ def _prune(args: argparse.Namespace) -> int:
 def _distill(args: argparse.Namespace) -> int:
     from imgclf.compress.distill import DistillConfig, distill
 
-    teacher, split, config, policy = _compress_inputs(args, DistillConfig, {
-        "student": args.student, "epochs": args.epochs, "temperature": args.temperature, "alpha": args.alpha, "lr": args.lr,
-        "batch_size": args.batch_size, "seed": args.seed, "num_workers": args.workers, "baseline": args.baseline,
-        "latency_repeats": args.latency_repeats,
-    })
+    teacher, split, config, policy = _compress_inputs(
+        args,
+        DistillConfig,
+        {
+            "student": args.student,
+            "epochs": args.epochs,
+            "temperature": args.temperature,
+            "alpha": args.alpha,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "num_workers": args.workers,
+            "baseline": args.baseline,
+            "latency_repeats": args.latency_repeats,
+        },
+    )
     student, _, report = distill(teacher, split, config, policy)
     out = Path(args.out)
     student.save(out)
@@ -190,34 +213,54 @@ def _compress_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     """Bundle -> ONNX fp32, the INT8 recipe that wins on this machine, TorchScript, OpenVINO IR, JSON report."""
-    from imgclf.data.decoded import DecodedSplits
-    from imgclf.models.trained import TrainedModel
-    from imgclf.export.exporter import ORT_FP32, RECIPES_FILE, ExportConfig, calibration_sample, export_folder, runtime_table
+    import logging
 
+    from imgclf.data.decoded import DecodedSplits
+    from imgclf.export.exporter import ExportConfig, calibration_sample
+    from imgclf.export.folder import export_folder
+    from imgclf.export.int8_report import RECIPES_FILE
+    from imgclf.export.runtimes import ORT_FP32, runtime_table
+    from imgclf.logs import quiet_third_party
+    from imgclf.models.trained import TrainedModel
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_third_party()
     try:
         trained = TrainedModel.load(args.model_dir)
     except FileNotFoundError as exc:
         raise SystemExit(f"imgclf export: {exc}") from None
     if trained.info.get("multi_label"):
-        raise SystemExit(f"imgclf export: {args.model_dir} is a multi-label model; the export checks compare top-1 accuracy, single-label only")
-    need = ("INT8 calibration needs images (a sample of the train split calibrates INT8, the val split chooses "
-            "the recipe and checks every export)")
+        raise SystemExit(
+            f"imgclf export: {args.model_dir} is a multi-label model; "
+            "the export checks compare top-1 accuracy, single-label only"
+        )
+    need = (
+        "INT8 calibration needs images (a sample of the train split calibrates INT8, the val split chooses "
+        "the recipe and checks every export)"
+    )
     split = _model_split(trained, args.data, None, "export", need)
     try:
         data = DecodedSplits(split, trained.preprocess, trained.class_names)
     except ValueError as exc:
         raise SystemExit(f"imgclf export: {args.data}: {exc} (the model in {args.model_dir})") from None
-    config = ExportConfig(**{k: v for k, v in {"tolerance": args.tolerance, "min_speedup": args.min_speedup}.items() if v is not None})
+    flags = {"tolerance": args.tolerance, "min_speedup": args.min_speedup}
+    config = ExportConfig(**{k: v for k, v in flags.items() if v is not None})
     out = Path(args.out)
     report = export_folder(
-        trained, out, calibration_sample(data.train.images), data.val.images, data.val.targets, config,
-        test_images=data.test.images, test_labels=data.test.targets,
+        trained,
+        out,
+        calibration_sample(data.train.images),
+        data.val.images,
+        data.val.targets,
+        config,
+        test_images=data.test.images,
+        test_labels=data.test.targets,
     )
     print((out / RECIPES_FILE).read_text())
-    print(runtime_table(report["runtimes"], ORT_FP32))
-    if "skipped" in report["openvino"]:
-        print(report["openvino"]["skipped"])
-    print(f"\n{report['int8_summary']}\nwrote {', '.join(report['files'])} to {out}")
+    print(runtime_table(report.runtimes, ORT_FP32))
+    if report.openvino_skipped is not None:
+        print(report.openvino_skipped)
+    print(f"\n{report.checked.int8_summary}\nwrote {', '.join(report.files)} to {out}")
     return 0
 
 

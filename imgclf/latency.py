@@ -8,15 +8,20 @@ values to assert in tests.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
+from imgclf.logs import Progress
+
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,7 +38,11 @@ class LatencyReport:
     machine: str = ""  # where it was measured (cpu count, platform; device and threads when known)
 
     def metrics(self) -> dict[str, float]:
-        return {"latency_p50_ms": self.p50_ms, "latency_p95_ms": self.p95_ms, "batch32_images_per_s": self.batch32_images_per_s}
+        return {
+            "latency_p50_ms": self.p50_ms,
+            "latency_p95_ms": self.p95_ms,
+            "batch32_images_per_s": self.batch32_images_per_s,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,9 +82,11 @@ def measure_latency(
     batch_repeats = max(3, repeats // 5) if batch_repeats is None else batch_repeats
     if batch_repeats < 1:
         raise ValueError(f"batch_repeats must be >= 1, got {batch_repeats}")
-    batch_size = int(len(example_input_batch32))
+    batch_size = len(example_input_batch32)
     if batch_size < 1 or len(example_input_batch1) != 1:
-        raise ValueError(f"need a batch of 1 and a non-empty throughput batch, got {len(example_input_batch1)} and {batch_size}")
+        raise ValueError(
+            f"need a batch of 1 and a non-empty throughput batch, got {len(example_input_batch1)} and {batch_size}"
+        )
 
     single = _time_calls(run_batch, example_input_batch1, warmup, repeats)
     many = _time_calls(run_batch, example_input_batch32, warmup, batch_repeats)
@@ -94,15 +105,21 @@ def measure_latency(
     )
 
 
-def interleaved_rounds(timers: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+def interleaved_rounds(
+    timers: Mapping[str, Callable[[], T]], rounds: int, what: str = "timing rounds", log: logging.Logger | None = None
+) -> dict[str, list[T]]:
     """Call every timer once per round, in an order rotated each round, so that load which comes and
-    goes on a shared machine hits every contender alike; callers keep the medians over rounds."""
+    goes on a shared machine hits every contender alike; callers keep the medians over rounds.
+    Progress is logged as `what` on `log` (this module's logger by default) when it takes a while."""
     names = list(timers)
     results: dict[str, list[T]] = {name: [] for name in names}
+    tracker = Progress(what, rounds * len(names), log or _log, unit="timings")
     for number in range(rounds):
         shift = number % len(names)
         for name in names[shift:] + names[:shift]:
             results[name].append(timers[name]())
+            tracker.advance()
+    tracker.finish()
     return results
 
 

@@ -6,17 +6,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Type
+from typing import Any
 
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE
+from imgclf.bundle import EXPORT_REPORT_FILE, ONNX_FILE, ONNX_INT8_FILE
+from imgclf.export.exporter import ExportedModel, ExportReport
+from imgclf.export.int8_report import RECIPES_FILE, recipe_table_markdown
 from imgclf.models.trained import TrainedModel
-from imgclf.export.exporter import RECIPES_FILE, REPORT_FILE
-from imgclf.export.onnx import ExportedModel
-from imgclf.export.quantize import recipe_table_markdown
+from imgclf.render import render
 from materializers._files import download_dir, upload_dir
 
 
@@ -29,27 +29,30 @@ class TrainedModelMaterializer(BaseMaterializer):
             data.save(tmp)
             upload_dir(Path(tmp), self.uri)
 
-    def load(self, data_type: Type[Any]) -> TrainedModel:
+    def load(self, data_type: type[Any]) -> TrainedModel:
         return TrainedModel.load(download_dir(self.uri))
 
-    def save_visualizations(self, data: TrainedModel) -> Dict[str, VisualizationType]:
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{v}</td>" for v in h.values()) + "</tr>"
-            for h in data.history
-        )
-        head = "".join(f"<th>{k}</th>" for k in (data.history[0] if data.history else {}))
-        page = (
-            f"<html><body style='font-family:sans-serif'><h3>{data.arch}: {len(data.class_names)} classes</h3>"
-            f"<p>preprocess: {data.preprocess.to_json()}</p><table border=1 cellpadding=3><tr>{head}</tr>{rows}</table></body></html>"
+    def save_visualizations(self, data: TrainedModel) -> dict[str, VisualizationType]:
+        page = render(
+            "training_history.html.j2",
+            arch=data.arch,
+            classes=len(data.class_names),
+            preprocess=data.preprocess.to_json(),
+            columns=list(data.history[0]) if data.history else [],
+            history=data.history,
         )
         path = os.path.join(self.uri, "training.html")
         with fileio.open(path, "w") as f:
             f.write(page)
         return {path: VisualizationType.HTML}
 
-    def extract_metadata(self, data: TrainedModel) -> Dict[str, Any]:
-        return {"arch": data.arch, "classes": len(data.class_names), "image_size": data.preprocess.image_size,
-                "best_val_score": float(data.info.get("best_val_score", float("nan")))}
+    def extract_metadata(self, data: TrainedModel) -> dict[str, Any]:
+        return {
+            "arch": data.arch,
+            "classes": len(data.class_names),
+            "image_size": data.preprocess.image_size,
+            "best_val_score": float(data.info.get("best_val_score", float("nan"))),
+        }
 
 
 class ExportedModelMaterializer(BaseMaterializer):
@@ -64,26 +67,24 @@ class ExportedModelMaterializer(BaseMaterializer):
         for name, blob in blobs:
             with fileio.open(os.path.join(self.uri, name), "wb") as f:
                 f.write(blob)
-        with fileio.open(os.path.join(self.uri, REPORT_FILE), "w") as f:
-            f.write(json.dumps(data.report, indent=2))
+        with fileio.open(os.path.join(self.uri, EXPORT_REPORT_FILE), "w") as f:
+            f.write(json.dumps(data.report.to_dict(), indent=2))
 
-    def load(self, data_type: Type[Any]) -> ExportedModel:
+    def load(self, data_type: type[Any]) -> ExportedModel:
         local = download_dir(self.uri)
         int8 = local / ONNX_INT8_FILE
         return ExportedModel(
             onnx=(local / ONNX_FILE).read_bytes(),
             onnx_int8=int8.read_bytes() if int8.is_file() else None,
-            report=json.loads((local / REPORT_FILE).read_text()),
+            report=ExportReport.from_dict(json.loads((local / EXPORT_REPORT_FILE).read_text())),
         )
 
-    def save_visualizations(self, data: ExportedModel) -> Dict[str, VisualizationType]:
-        visuals = {os.path.join(self.uri, REPORT_FILE): VisualizationType.JSON}
-        if "int8_search" in data.report:
-            path = os.path.join(self.uri, RECIPES_FILE)
-            with fileio.open(path, "w") as f:
-                f.write(f"### INT8 recipes (serving {data.serving_file})\n\n" + recipe_table_markdown(data.report["int8_search"]))
-            visuals[path] = VisualizationType.MARKDOWN
-        return visuals
+    def save_visualizations(self, data: ExportedModel) -> dict[str, VisualizationType]:
+        path = os.path.join(self.uri, RECIPES_FILE)
+        with fileio.open(path, "w") as f:
+            table = recipe_table_markdown(data.report.int8_search)
+            f.write(f"### INT8 recipes (serving {data.serving_file})\n\n{table}")
+        return {os.path.join(self.uri, EXPORT_REPORT_FILE): VisualizationType.JSON, path: VisualizationType.MARKDOWN}
 
-    def extract_metadata(self, data: ExportedModel) -> Dict[str, Any]:
-        return {k: v for k, v in data.report.items() if isinstance(v, (int, float, str))}
+    def extract_metadata(self, data: ExportedModel) -> dict[str, Any]:
+        return data.report.scalars()

@@ -5,8 +5,7 @@ from zenml.logger import get_logger
 
 from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
-from imgclf.export.exporter import ExportConfig, calibration_sample, export_checked
-from imgclf.export.onnx import ExportedModel
+from imgclf.export.exporter import ExportConfig, ExportedModel, calibration_sample, export_checked
 from imgclf.models.trained import TrainedModel
 
 logger = get_logger(__name__)
@@ -21,16 +20,33 @@ def quantize(
     here; INT8 ships only if a recipe won."""
     data = DecodedSplits(manifest, model.preprocess, model.class_names)
     exported, search = export_checked(
-        model, calibration_sample(data.train.images), data.val.images, data.val.targets, config,
-        test_images=data.test.images, test_labels=data.test.targets,
+        model,
+        calibration_sample(data.train.images),
+        data.val.images,
+        data.val.targets,
+        config,
+        test_images=data.test.images,
+        test_labels=data.test.targets,
     )
     report = exported.report
-    logger.info("%s. On the test split: ONNX max |logit diff| %.2e, top-1 agreement %.4f%s", search.summary(),
-                report["test_onnx_max_abs_logit_diff"], report["test_onnx_top1_agreement"],
-                f"; INT8 top-1 agreement {report['test_int8_top1_agreement']:.4f}, accuracy drop {report['test_int8_accuracy_drop']:+.4f}"
-                if exported.onnx_int8 is not None else "")
-    if exported.onnx_int8 is not None and report["test_int8_top1_agreement"] < config.min_agreement:
-        logger.warning("the chosen INT8 recipe agrees with torch on only %.1f%% of the test split (it met %.0f%% on val)",
-                       100 * report["test_int8_top1_agreement"], 100 * config.min_agreement)
-    log_metadata(metadata={k: v for k, v in report.items() if isinstance(v, (int, float, str))})
+    int8 = (
+        f"; INT8 top-1 agreement {report.test_int8_top1_agreement:.4f}, "
+        f"accuracy drop {report.test_int8_accuracy_drop:+.4f}"
+        if exported.onnx_int8 is not None
+        else ""
+    )
+    logger.info(
+        "%s. On the test split: ONNX max |logit diff| %.2e, top-1 agreement %.4f%s",
+        search.summary(),
+        report.test_onnx_max_abs_logit_diff,
+        report.test_onnx_top1_agreement,
+        int8,
+    )
+    if exported.onnx_int8 is not None and report.test_int8_top1_agreement < config.min_agreement:
+        logger.warning(
+            "the chosen INT8 recipe agrees with torch on only %.1f%% of the test split (it met %.0f%% on val)",
+            100 * report.test_int8_top1_agreement,
+            100 * config.min_agreement,
+        )
+    log_metadata(metadata=report.scalars())
     return exported

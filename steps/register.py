@@ -8,7 +8,7 @@ from zenml.types import MarkdownString
 
 from imgclf.bundle import write_release
 from imgclf.evaluate.metrics import EvaluationReport
-from imgclf.export.onnx import ExportedModel
+from imgclf.export.exporter import ExportedModel
 from imgclf.models.trained import TrainedModel
 from imgclf.registry import RegisteredVersion, describe_version, register_bundle
 
@@ -26,7 +26,7 @@ def register(
     with tempfile.TemporaryDirectory() as tmp:
         bundle = write_release(
             Path(tmp) / "bundle", model, exported.onnx, exported.onnx_int8,
-            metrics=metrics, export_report=exported.report, model_card=str(model_card),
+            metrics=metrics, export_report=exported.report.to_dict(), model_card=str(model_card),
         )
         tags = {"zenml_model_version": str(zenml_model.version), **{k: f"{v:.4f}" for k, v in metrics.items()}}
         registered = register_bundle(bundle, zenml_model.name, tags=tags)

@@ -50,6 +50,6 @@ def test_multilabel_data_runs_through_every_step(multilabel_run):
     page = str(multilabel_run.steps["evaluate"].outputs["evaluation_report"][0].load())
     assert "exact-match accuracy" in page and "average precision" in page
     exported = multilabel_run.steps["quantize"].outputs["onnx_model"][0].load()
-    assert exported.report["test_onnx_max_abs_logit_diff"] < 1e-3 and exported.report["test_images"] == report.n_images
-    if exported.report["serve"] == "int8":  # agreement on multi-label = the same set of labels at logit >= 0
-        assert exported.report["test_int8_top1_agreement"] >= 0.9
+    assert exported.report.test_onnx_max_abs_logit_diff < 1e-3 and exported.report.test_images == report.n_images
+    if exported.report.serve == "int8":  # agreement on multi-label = the same set of labels at logit >= 0
+        assert exported.report.test_int8_top1_agreement >= 0.9

@@ -7,14 +7,14 @@ import onnx
 import pytest
 from sklearn.metrics import f1_score
 
-from imgclf.models.trained import TrainedModel
+from imgclf.bundle import read_onnx_metadata
 from imgclf.data.cache import decoded_images
 from imgclf.evaluate.gate import GateConfig, quality_gate
 from imgclf.evaluate.metrics import evaluate_predictions
-from imgclf.bundle import read_onnx_metadata
 from imgclf.export.onnx import export_onnx, onnx_logits, parity
 from imgclf.export.quantize import quantize_int8
 from imgclf.inference import predict_logits
+from imgclf.models.trained import TrainedModel
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def test_bundle_round_trip_is_exact(small_model, tmp_path, test_split):
     assert loaded.class_names == trained.class_names and loaded.preprocess == trained.preprocess
     images, _ = test_split
     np.testing.assert_array_equal(
-        predict_logits(loaded.build(), images[:16], loaded.preprocess), predict_logits(trained.build(), images[:16], trained.preprocess)
+        predict_logits(loaded.build(), images[:16], loaded.preprocess),
+        predict_logits(trained.build(), images[:16], trained.preprocess),
     )
 
 
@@ -69,11 +70,11 @@ def test_onnx_matches_torch_and_carries_its_metadata(small_model, test_split):
     assert class_names == trained.class_names and spec == trained.preprocess
     reference = predict_logits(trained.build(), images, trained.preprocess)
     result = parity(reference, onnx_logits(fp32, images, spec))
-    assert result["max_abs_logit_diff"] < 1e-3 and result["top1_agreement"] == 1.0
+    assert result.max_abs_logit_diff < 1e-3 and result.top1_agreement == 1.0
 
     int8 = quantize_int8(fp32, decoded_images(manifest.subset("val"), spec), spec)
     assert read_onnx_metadata(int8)[0] == trained.class_names
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load_from_string(int8).graph.node)
     int8_logits = onnx_logits(int8, images, spec)
-    assert parity(reference, int8_logits)["top1_agreement"] >= 0.95
+    assert parity(reference, int8_logits).top1_agreement >= 0.95
     assert (int8_logits.argmax(1) == labels).mean() > 0.85

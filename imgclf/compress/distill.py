@@ -19,10 +19,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from imgclf.augment.policy import AugmentPolicy
@@ -55,8 +54,12 @@ class DistillConfig(BaseModel):
 
 
 def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
-    temperature: float, alpha: float, hard_loss: nn.Module | None = None,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    hard_loss: nn.Module | None = None,
 ) -> torch.Tensor:
     """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * hard_loss(student, target), batch mean.
     `hard_loss` defaults to cross-entropy; targets may be class indices or (mixed) probabilities."""
@@ -64,8 +67,10 @@ def kd_loss(
     if alpha == 0:
         return hard
     soft = F.kl_div(
-        F.log_softmax(student_logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
-        reduction="batchmean", log_target=True,
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
     )
     return alpha * temperature**2 * soft + (1 - alpha) * hard
 
@@ -74,11 +79,19 @@ class DistillationLoss:
     """The loop's `loss_fn`: runs the frozen teacher on the student's input batch, then `kd_loss`."""
 
     def __init__(
-        self, teacher: nn.Module, teacher_spec: PreprocessSpec, student_spec: PreprocessSpec,
-        temperature: float, alpha: float, hard_loss: nn.Module,
+        self,
+        teacher: nn.Module,
+        teacher_spec: PreprocessSpec,
+        student_spec: PreprocessSpec,
+        temperature: float,
+        alpha: float,
+        hard_loss: nn.Module,
     ) -> None:
         if teacher_spec.channel_order != student_spec.channel_order:
-            raise ValueError(f"teacher ({teacher_spec.channel_order}) and student ({student_spec.channel_order}) channel orders differ")
+            raise ValueError(
+                f"teacher ({teacher_spec.channel_order}) and student ({student_spec.channel_order}) "
+                "channel orders differ"
+            )
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -115,7 +128,10 @@ class DistillReport:
         return asdict(self)
 
     def table(self) -> str:
-        rows = [(f"{self.teacher_arch} (teacher)", self.teacher), (f"{self.student_arch} distilled", self.student_distilled)]
+        rows = [
+            (f"{self.teacher_arch} (teacher)", self.teacher),
+            (f"{self.student_arch} distilled", self.student_distilled),
+        ]
         if self.student_alone is not None:
             rows.append((f"{self.student_arch} alone", self.student_alone))
         text = figures_table(rows)
@@ -129,32 +145,56 @@ def student_config(teacher: TrainedModel, config: DistillConfig) -> TrainConfig:
     """Training settings of the student: the loop's defaults, at the teacher's input size (one decoded
     cache feeds both networks)."""
     return TrainConfig(
-        arch=config.student, pretrained=config.pretrained, weights_file=config.weights_file,
-        image_size=teacher.preprocess.image_size, resize_mode=teacher.preprocess.resize_mode, epochs=config.epochs,
-        lr=config.lr, batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers,
+        arch=config.student,
+        pretrained=config.pretrained,
+        weights_file=config.weights_file,
+        image_size=teacher.preprocess.image_size,
+        resize_mode=teacher.preprocess.resize_mode,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        num_workers=config.num_workers,
     )
 
 
 def train_student(
-    teacher: TrainedModel | None, data: DecodedSplits, class_names: list[str], train_config: TrainConfig,
-    config: DistillConfig, policy: AugmentPolicy,
+    teacher: TrainedModel | None,
+    data: DecodedSplits,
+    class_names: list[str],
+    train_config: TrainConfig,
+    config: DistillConfig,
+    policy: AugmentPolicy,
 ) -> TrainedModel:
     """The student trained with the teacher's soft targets, or alone when `teacher` is None."""
     loss_fn = None
     if teacher is not None:
         # the normalisation fit() will give the student: create() with fit's own arguments decides it
         _, mean, std = create(
-            train_config.arch, len(class_names), pretrained=train_config.pretrained, weights_file=train_config.weights_file,
+            train_config.arch,
+            len(class_names),
+            pretrained=train_config.pretrained,
+            weights_file=train_config.weights_file,
             image_size=train_config.image_size,
         )
-        student_spec = PreprocessSpec(image_size=train_config.image_size, resize_mode=train_config.resize_mode, mean=mean, std=std)
+        student_spec = PreprocessSpec(
+            image_size=train_config.image_size, resize_mode=train_config.resize_mode, mean=mean, std=std
+        )
         loss_fn = DistillationLoss(
-            teacher.build(), teacher.preprocess, student_spec, config.temperature, config.alpha,
+            teacher.build(),
+            teacher.preprocess,
+            student_spec,
+            config.temperature,
+            config.alpha,
             nn.CrossEntropyLoss(label_smoothing=train_config.label_smoothing),  # the loop's own hard loss
         )
     student = fit(data, train_config, policy, loss_fn=loss_fn)
     if teacher is not None:
-        student.info["distilled_from"] = {"arch": teacher.arch, "temperature": config.temperature, "alpha": config.alpha}
+        student.info["distilled_from"] = {
+            "arch": teacher.arch,
+            "temperature": config.temperature,
+            "alpha": config.alpha,
+        }
     return student
 
 
@@ -172,11 +212,21 @@ def distill(
 
     bundles = [teacher, distilled] + ([alone] if alone is not None else [])
     figures = measure_models(
-        [(b.build(), b.preprocess) for b in bundles], data.test.images, data.test.targets, config.latency_repeats, config.latency_rounds
+        [(b.build(), b.preprocess) for b in bundles],
+        data.test.images,
+        data.test.targets,
+        config.latency_repeats,
+        config.latency_rounds,
     )
     report = DistillReport(
-        teacher_arch=teacher.arch, student_arch=config.student, temperature=config.temperature, alpha=config.alpha,
-        epochs=config.epochs, teacher=figures[0], student_distilled=figures[1], student_alone=figures[2] if alone is not None else None,
+        teacher_arch=teacher.arch,
+        student_arch=config.student,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        epochs=config.epochs,
+        teacher=figures[0],
+        student_distilled=figures[1],
+        student_alone=figures[2] if alone is not None else None,
     )
     distilled.info["distill_report"] = report.to_dict()
     return distilled, alone, report

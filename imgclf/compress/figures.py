@@ -19,7 +19,6 @@ from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
 
 
-
 @dataclass
 class ModelFigures:
     params: int
@@ -45,7 +44,9 @@ def count_macs(model: nn.Module, image_size: int) -> int:
         per_output = module.weight[0].numel()  # conv: (in / groups) x kh x kw; linear: in_features
         total += output.numel() // output.shape[0] * per_output
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    hooks = [
+        m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+    ]
     was_training = model.training
     try:
         model.eval()
@@ -65,8 +66,11 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, spec: Pre
 
 
 def measure_models(
-    models: list[tuple[nn.Module, PreprocessSpec]], test_images: np.ndarray, test_labels: np.ndarray,
-    latency_repeats: int, rounds: int = 3,
+    models: list[tuple[nn.Module, PreprocessSpec]],
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    latency_repeats: int,
+    rounds: int = 3,
 ) -> list[ModelFigures]:
     """Figures of each (model, its spec). Latency is timed in `rounds` rounds, each round every model
     in a rotated order, and the medians over rounds are kept: on a shared machine a burst of load
@@ -75,7 +79,11 @@ def measure_models(
 
     models = [(model.eval(), spec) for model, spec in models]
     by_index = interleaved_rounds(
-        {str(i): functools.partial(measure_model_latency, model, spec, repeats=latency_repeats) for i, (model, spec) in enumerate(models)}, rounds
+        {
+            str(i): functools.partial(measure_model_latency, model, spec, repeats=latency_repeats)
+            for i, (model, spec) in enumerate(models)
+        },
+        rounds,
     )
     timings = [by_index[str(i)] for i in range(len(models))]
     return [
@@ -105,14 +113,16 @@ def figures_table(rows: list[tuple[str, ModelFigures]]) -> str:
     lines = [header, "-" * len(header)]
     for name, f in rows:
         lines.append(
-            f"{name:<34} {_human(f.params):>9} {_human(f.macs):>9} {f.latency_p50_ms:>8.2f} {f.batch32_images_per_s:>10.0f} {f.test_accuracy:>9.4f}"
+            f"{name:<34} {_human(f.params):>9} {_human(f.macs):>9} {f.latency_p50_ms:>8.2f} "
+            f"{f.batch32_images_per_s:>10.0f} {f.test_accuracy:>9.4f}"
         )
     base_name, base = rows[0]
     lines.append(f"ratio to {base_name} (accuracy: difference)")
     for name, f in rows[1:]:
         lines.append(
             f"{name:<34} {f.params / base.params:>8.2f}x {f.macs / base.macs:>8.2f}x"
-            f" {f.latency_p50_ms / base.latency_p50_ms:>7.2f}x {f.batch32_images_per_s / base.batch32_images_per_s:>9.2f}x"
+            f" {f.latency_p50_ms / base.latency_p50_ms:>7.2f}x"
+            f" {f.batch32_images_per_s / base.batch32_images_per_s:>9.2f}x"
             f" {f.test_accuracy - base.test_accuracy:>+9.4f}"
         )
     return "\n".join(lines)
@@ -123,7 +133,10 @@ def compression_metadata(info: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     if "distill_report" in info:
         r = info["distill_report"]
-        out.update(distill_teacher_test_accuracy=r["teacher"]["test_accuracy"], distill_student_test_accuracy=r["student_distilled"]["test_accuracy"])
+        out.update(
+            distill_teacher_test_accuracy=r["teacher"]["test_accuracy"],
+            distill_student_test_accuracy=r["student_distilled"]["test_accuracy"],
+        )
         if r["student_alone"]:
             out["distill_student_alone_test_accuracy"] = r["student_alone"]["test_accuracy"]
     if "prune_report" in info:

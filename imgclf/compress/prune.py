@@ -21,13 +21,19 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from imgclf.augment.policy import AugmentPolicy
-from imgclf.compress.figures import ModelFigures, accuracy, compression_data, count_params, figures_table, measure_models
+from imgclf.compress.figures import (
+    ModelFigures,
+    accuracy,
+    compression_data,
+    count_params,
+    figures_table,
+    measure_models,
+)
 from imgclf.data.manifest import DatasetManifest
 from imgclf.inference import model_input
 from imgclf.models.factory import create, head_parameters
@@ -44,18 +50,25 @@ class PruneConfig(BaseModel):
     amount: float = Field(0.3, gt=0, lt=1, description="fraction of the channels of each prunable layer group removed")
     ignore: list[str] = Field(
         default_factory=list,
-        description="module-name patterns (fnmatch, e.g. 'layer4.*') whose output channels are kept; the classifier head always is",
+        description="module-name patterns (fnmatch, e.g. 'layer4.*') whose output channels are kept; "
+        "the classifier head always is",
     )
-    round_to: int | None = Field(None, ge=2, description="keep channel counts multiples of this (e.g. 8 for SIMD-friendly widths)")
+    round_to: int | None = Field(
+        None, ge=2, description="keep channel counts multiples of this (e.g. 8 for SIMD-friendly widths)"
+    )
     recalibration_images: int = Field(
-        1024, ge=0, description="train images (un-augmented) on which BatchNorm statistics are re-estimated after pruning; 0 = off"
+        1024,
+        ge=0,
+        description="train images (un-augmented) on which BatchNorm statistics are re-estimated after pruning; 0 = off",
     )
     epochs: int = Field(2, ge=0, description="fine-tune epochs after pruning; 0 = none")
     lr: float = Field(1e-3, gt=0, description="fine-tune learning rate")
     batch_size: int | None = Field(None, ge=1, description="default: the bundle's training batch size")
     seed: int | None = Field(None, description="default: the bundle's training seed")
     num_workers: int | None = Field(None, ge=0)
-    latency_repeats: int = Field(50, ge=1, description="batch-1 timed calls per model and round (batch-32: a fifth of that, at least 3)")
+    latency_repeats: int = Field(
+        50, ge=1, description="batch-1 timed calls per model and round (batch-32: a fifth of that, at least 3)"
+    )
     latency_rounds: int = Field(3, ge=1, description="alternating timing rounds; the report keeps the medians")
 
 
@@ -70,19 +83,24 @@ def _ignored_modules(model: nn.Module, patterns: list[str], arch: str) -> list[n
     for pattern in patterns:
         matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
         if not matched:
-            raise ValueError(f"ignore pattern {pattern!r} matches no module of {arch} (module names look like {names[0]!r}, {names[-1]!r})")
+            raise ValueError(
+                f"ignore pattern {pattern!r} matches no module of {arch} "
+                f"(module names look like {names[0]!r}, {names[-1]!r})"
+            )
         ignored.extend(model.get_submodule(name) for name in matched)
     return ignored
 
 
-def recalibrate_batchnorm(model: nn.Module, images: np.ndarray, spec: PreprocessSpec, count: int, batch_size: int = 64, seed: int = 0) -> None:
+def recalibrate_batchnorm(
+    model: nn.Module, images: np.ndarray, spec: PreprocessSpec, count: int, batch_size: int = 64, seed: int = 0
+) -> None:
     """Re-estimate every BatchNorm's running statistics on `count` random images, weights untouched.
 
     Removing channels shifts the inputs of every later layer, so the stored statistics no longer fit
-    and a pruned network can fall to chance before any fine-tuning (a 3-epoch resnet10t on 300 digits,
-    10% pruned: 0.975 -> 0.10 test accuracy; re-estimated: 0.95). Random images, because batches of
-    one class would understate the variance. A fine-tune does not need it (training normalises with
-    each batch's own statistics); pruning without one (epochs 0) does."""
+    and a pruned network can fall to chance before any fine-tuning; re-estimated, it keeps most of its
+    accuracy. Random images, because batches of one class would understate the variance. A fine-tune
+    does not need it (training normalises with each batch's own statistics); pruning without one
+    (epochs 0) does."""
     import torch
     from torch import nn
 
@@ -107,7 +125,9 @@ def recalibrate_batchnorm(model: nn.Module, images: np.ndarray, spec: Preprocess
         model.eval()
 
 
-def prune_model(trained: TrainedModel, config: PruneConfig, calibration_images: np.ndarray | None = None) -> TrainedModel:
+def prune_model(
+    trained: TrainedModel, config: PruneConfig, calibration_images: np.ndarray | None = None
+) -> TrainedModel:
     """The bundle with the lowest-L1 `amount` of channels removed (no fine-tuning), its BatchNorm
     statistics re-estimated on `calibration_images` (uint8, N x H x W x 3) when given.
 
@@ -120,8 +140,12 @@ def prune_model(trained: TrainedModel, config: PruneConfig, calibration_images: 
     params_before = count_params(model)
     try:
         pruner = tp.pruner.BasePruner(
-            model, torch.zeros(1, 3, size, size), importance=tp.importance.GroupMagnitudeImportance(p=1),
-            pruning_ratio=config.amount, ignored_layers=ignored, round_to=config.round_to,
+            model,
+            torch.zeros(1, 3, size, size),
+            importance=tp.importance.GroupMagnitudeImportance(p=1),
+            pruning_ratio=config.amount,
+            ignored_layers=ignored,
+            round_to=config.round_to,
         )
         pruner.step()
     except Exception as exc:  # tracing or pruning failed inside torch-pruning
@@ -138,8 +162,16 @@ def prune_model(trained: TrainedModel, config: PruneConfig, calibration_images: 
         history=[],
         info={
             **trained.info,
-            "pruned": [*trained.info.get("pruned", []), {"amount": config.amount, "ignore": config.ignore, "round_to": config.round_to,
-                                                          "params_before": params_before, "params_after": count_params(model)}],
+            "pruned": [
+                *trained.info.get("pruned", []),
+                {
+                    "amount": config.amount,
+                    "ignore": config.ignore,
+                    "round_to": config.round_to,
+                    "params_before": params_before,
+                    "params_after": count_params(model),
+                },
+            ],
         },
         structure=structure_of(model, reference),
     )
@@ -177,10 +209,15 @@ class PruneReport:
         return asdict(self)
 
     def table(self) -> str:
-        after = f"pruned {self.amount:.0%}" + (f", fine-tuned {self.finetune_epochs} ep" if self.finetune_epochs else "")
+        after = f"pruned {self.amount:.0%}" + (
+            f", fine-tuned {self.finetune_epochs} ep" if self.finetune_epochs else ""
+        )
         text = figures_table([(f"{self.arch} (before)", self.before), (after, self.after)])
         how = " (BatchNorm statistics re-estimated)" if self.batchnorm_recalibrated else ""
-        return text + f"\ntest accuracy right after pruning{how}, before fine-tuning: {self.accuracy_pruned_not_finetuned:.4f}"
+        return (
+            text
+            + f"\ntest accuracy right after pruning{how}, before fine-tuning: {self.accuracy_pruned_not_finetuned:.4f}"
+        )
 
 
 def _finetune_config(trained: TrainedModel, config: PruneConfig) -> TrainConfig:
@@ -188,10 +225,28 @@ def _finetune_config(trained: TrainedModel, config: PruneConfig) -> TrainConfig:
     `config.lr`, without early stopping or EMA (over a short fine-tune an EMA lags behind)."""
     base = {k: v for k, v in trained.info.get("train_config", {}).items() if k in TrainConfig.model_fields}
     base.update(
-        arch=trained.arch, pretrained=False, weights_file=None, transfer="full", image_size=trained.preprocess.image_size,
-        resize_mode=trained.preprocess.resize_mode, epochs=config.epochs, lr=config.lr, early_stopping_patience=None, ema_decay=None,
+        arch=trained.arch,
+        pretrained=False,
+        weights_file=None,
+        transfer="full",
+        image_size=trained.preprocess.image_size,
+        resize_mode=trained.preprocess.resize_mode,
+        epochs=config.epochs,
+        lr=config.lr,
+        early_stopping_patience=None,
+        ema_decay=None,
     )
-    base.update({k: v for k, v in {"batch_size": config.batch_size, "seed": config.seed, "num_workers": config.num_workers}.items() if v is not None})
+    base.update(
+        {
+            k: v
+            for k, v in {
+                "batch_size": config.batch_size,
+                "seed": config.seed,
+                "num_workers": config.num_workers,
+            }.items()
+            if v is not None
+        }
+    )
     return TrainConfig(**base)
 
 
@@ -211,12 +266,21 @@ def prune_and_finetune(
         result.info.update({k: v for k, v in trained.info.items() if k.endswith("_report")})
         result.info["pruned"] = pruned.info["pruned"]
     before, after = measure_models(
-        [(trained.build(), spec), (result.build(), spec)], data.test.images, data.test.targets, config.latency_repeats, config.latency_rounds
+        [(trained.build(), spec), (result.build(), spec)],
+        data.test.images,
+        data.test.targets,
+        config.latency_repeats,
+        config.latency_rounds,
     )
     trained_on = trained.info.get("data_hash")
     report = PruneReport(
-        arch=trained.arch, amount=config.amount, finetune_epochs=config.epochs, before=before, after=after,
-        accuracy_pruned_not_finetuned=accuracy_pruned, batchnorm_recalibrated=config.recalibration_images > 0,
+        arch=trained.arch,
+        amount=config.amount,
+        finetune_epochs=config.epochs,
+        before=before,
+        after=after,
+        accuracy_pruned_not_finetuned=accuracy_pruned,
+        batchnorm_recalibrated=config.recalibration_images > 0,
         data_matches_training=None if trained_on is None else trained_on == data.data_hash,
     )
     result.info["prune_report"] = report.to_dict()

@@ -16,8 +16,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -39,7 +40,10 @@ def _openvino():
         try:
             import openvino  # noqa: F401
         except ImportError as exc:
-            raise OpenVINOUnavailable(f"OpenVINO IR skipped: the optional package is not installed ({exc}); `pip install {OPENVINO_PIN}` adds it") from None
+            raise OpenVINOUnavailable(
+                f"OpenVINO IR skipped: the optional package is not installed ({exc}); "
+                f"`pip install {OPENVINO_PIN}` adds it"
+            ) from None
         finally:
             if before is None:
                 del os.environ["CI"]
@@ -93,7 +97,7 @@ def compile_openvino(model_path: str | Path, precision: Literal["f32", "default"
 
 
 def openvino_runner(compiled: Any, spec: PreprocessSpec) -> Callable[[np.ndarray], Any]:
-    """A `run_batch` (imgclf.evaluate.latency) for a compiled model; uint8 images in, normalised here."""
+    """A `run_batch` (imgclf.latency) for a compiled model; uint8 images in, normalised here."""
     request = compiled.create_infer_request()
 
     def run(batch: np.ndarray) -> Any:

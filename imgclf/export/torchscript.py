@@ -53,5 +53,10 @@ def load_torchscript(data: bytes | str | Path):
     with _quiet_jit():
         module = torch.jit.load(source, map_location="cpu", _extra_files=extra)
     if not extra[CLASS_NAMES_FILE]:
-        raise ValueError(f"{data if not isinstance(data, bytes) else 'the TorchScript bytes'} carry no {CLASS_NAMES_FILE}: not written by export_torchscript")
-    return module.eval(), json.loads(extra[CLASS_NAMES_FILE]), PreprocessSpec.from_dict(json.loads(extra[PREPROCESS_FILE]))
+        what = data if not isinstance(data, bytes) else "the TorchScript bytes"
+        raise ValueError(f"{what} carry no {CLASS_NAMES_FILE}: not written by export_torchscript")
+    return (
+        module.eval(),
+        json.loads(extra[CLASS_NAMES_FILE]),
+        PreprocessSpec.from_dict(json.loads(extra[PREPROCESS_FILE])),
+    )
