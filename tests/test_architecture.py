@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
     {"imgclf.train", "imgclf.evaluate", "imgclf.export"},
     {"imgclf.compress"},
     {"imgclf.serving"},
+    {"imgclf.commands"},
     {"imgclf.cli"},
 ]
 NEVER_IN_CORE = {"zenml"}

@@ -14,3 +14,29 @@ def test_serve_refuses_a_bundle_without_onnx_and_says_how_to_export(small_model,
         main(["serve", "--model", str(bundle)])
     with pytest.raises(SystemExit, match="does not exist"):
         main(["serve", "--model", str(tmp_path / "nowhere")])
+
+
+def test_train_records_its_data_so_export_needs_no_data_flag_and_the_bundle_then_serves(digits_dir, tmp_path, monkeypatch):
+    import json
+
+    from imgclf.bundle import serving_model
+    from imgclf.commands.serve import check_servable
+    from imgclf.data.prepare import prepare_data
+    from imgclf.data.split import SplitConfig
+    from imgclf.export import exporter
+    from imgclf.export.quantize import Int8Recipe
+    from imgclf.models.trained import TrainedModel
+
+    monkeypatch.setattr(exporter, "DEFAULT_CANDIDATES", (Int8Recipe(),))  # one recipe keeps the test short
+    bundle = tmp_path / "bundle"
+    train = ["train", str(digits_dir), "--out", str(bundle), "--arch", "resnet10t", "--no-pretrained"]
+    assert main([*train, "--image-size", "32", "--batch-size", "32", "--epochs", "1", "--workers", "0"]) == 0
+    info = TrainedModel.load(bundle).info
+    assert info["data_source"] == str(digits_dir.resolve()) and info["split_config"] == SplitConfig().model_dump()
+
+    assert main(["export", str(bundle), "--out", str(bundle)]) == 0  # no --data: the bundle says where it trained
+    report = json.loads((bundle / "export_report.json").read_text())
+    val = prepare_data(digits_dir, SplitConfig(**info["split_config"])).manifest.subset("val")
+    assert report["eval_images"] == len(val) > 0
+    assert serving_model(bundle) == ("model.int8.onnx" if report["serve"] == "int8" else "model.onnx")
+    check_servable(bundle)  # what `imgclf serve --model <bundle>` checks before starting the server

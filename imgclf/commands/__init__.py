@@ -1,0 +1,1 @@
+"""The `imgclf` subcommands, one module per group; `imgclf.cli` builds the parser and dispatches."""

@@ -1,0 +1,43 @@
+"""`imgclf serve`: a registered version, a bundle or an ONNX file behind the BentoML service."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+from imgclf import paths
+
+def resolve_model(model: str) -> tuple[Path, str]:
+    """A models:/ URI (downloaded from the MLflow registry) or a local bundle folder / .onnx file."""
+    if model.startswith("models:/"):
+        from imgclf.registry import fetch_bundle, resolve_version
+
+        name, version = resolve_version(model)
+        return fetch_bundle(f"models:/{name}/{version}", paths.deployments_dir() / f"{name}-v{version}")
+    path = Path(model)
+    if not path.exists():
+        raise SystemExit(f"imgclf serve: {path} does not exist (give a bundle folder, an .onnx file or a models:/ URI)")
+    return path, "local"
+
+
+def serve(args: argparse.Namespace) -> int:
+    model_dir, version = resolve_model(args.model)
+    check_servable(model_dir)
+    from imgclf.serving.deployment import serve_command
+
+    cmd, env = serve_command(model_dir, version, args.host, args.port)
+    print(f"serving {args.model} (version {version}) from {model_dir} on http://{args.host}:{args.port}", flush=True)
+    return subprocess.call(cmd, env=env)
+
+
+def check_servable(model: Path) -> None:
+    """The service runs an ONNX file; without one BentoML's worker would fail and restart over and over."""
+    from imgclf.bundle import serving_model
+
+    onnx = model / serving_model(model) if model.is_dir() else model
+    if onnx.suffix != ".onnx" or not onnx.is_file():
+        raise SystemExit(
+            f"imgclf serve: {model} holds no {onnx.name} to serve: the service runs ONNX, and a bundle from "
+            f"`imgclf train` holds torch weights only. Export it first: imgclf export {model} --out {model}"
+        )
