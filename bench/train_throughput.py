@@ -51,15 +51,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-
 from common import image_folder, scratch_dir
+
 from imgclf.augment.policy import AugmentPolicy
 from imgclf.data.cache import decoded_cache_path
 from imgclf.data.ingest import ingest_folder
 from imgclf.data.loader import CacheLoader
 from imgclf.data.manifest import DatasetManifest
 from imgclf.preprocess import PreprocessSpec
-from imgclf.train import loop
+from imgclf.train import batches, loop
 from imgclf.train.config import TrainConfig
 
 ROTATION, SCALE_MIN = 10, 0.85
@@ -207,18 +207,23 @@ def our_loop(manifest: DatasetManifest, args, log: EpochLog):
             return log.wrap(super().epoch(epoch))
 
     config = TrainConfig(
-        arch=args.arch, pretrained=False, image_size=args.image_size, batch_size=args.batch_size,
-        epochs=args.epochs, num_workers=args.workers, threads=args.threads,
+        arch=args.arch,
+        pretrained=False,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        num_workers=args.workers,
+        threads=args.threads,
     )
     policy = AugmentPolicy(rotation_degrees=ROTATION, scale_min=SCALE_MIN)
-    original = loop.CacheLoader
-    loop.CacheLoader = TimedCacheLoader
+    original = batches.CacheLoader  # the loader fit builds (in imgclf.train.batches)
+    batches.CacheLoader = TimedCacheLoader
     try:
         started = time.perf_counter()
         trained = loop.fit_manifest(manifest, config, policy)
         return trained, time.perf_counter() - started
     finally:
-        loop.CacheLoader = original
+        batches.CacheLoader = original
 
 
 # -- the ceiling -----------------------------------------------------------------------------------
@@ -255,9 +260,13 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="loader worker processes, both loops")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads for both loops (default: torch's default for the plain loop, "
-                        "fit's default, all cores, for ours)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads for both loops (default: torch's default for the plain loop, "
+        "fit's default, all cores, for ours)",
+    )
     parser.add_argument("--warmup", type=int, default=5, help="batches at the start of the run left out of 'steady'")
     parser.add_argument("--rounds", type=int, default=1, help="alternate plain and ours this many times; medians")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the model-step-alone rows")
@@ -298,12 +307,18 @@ def run(args, scratch: Path) -> None:
         results["ours_loop"].append(our_log.loop_style())
         results["ours_reported"].append(trained.info["steady_train_images_per_s"])
         print(
-            "round: plain epochs " + " ".join(f"{r:.0f}" for r in plain_log.per_epoch())
-            + " | ours epochs " + " ".join(f"{r:.0f}" for r in our_log.per_epoch())
-            + " | ours as fit reports them " + " ".join(f"{h['train_images_per_s']:.0f}" for h in trained.history)
+            "round: plain epochs "
+            + " ".join(f"{r:.0f}" for r in plain_log.per_epoch())
+            + " | ours epochs "
+            + " ".join(f"{r:.0f}" for r in our_log.per_epoch())
+            + " | ours as fit reports them "
+            + " ".join(f"{h['train_images_per_s']:.0f}" for h in trained.history)
             + " images/s"
-            + (f" | CPU used by other processes: plain {plain_watch.shares[-1]:.0%}, ours {our_watch.shares[-1]:.0%}"
-               if our_watch.shares else ""),
+            + (
+                f" | CPU used by other processes: plain {plain_watch.shares[-1]:.0%}, ours {our_watch.shares[-1]:.0%}"
+                if our_watch.shares
+                else ""
+            ),
             flush=True,
         )
     median = {k: statistics.median(v) for k, v in results.items()}
@@ -321,12 +336,24 @@ def run(args, scratch: Path) -> None:
         f"threads plain {args.threads or torch.get_num_threads()} / ours {args.threads or os.cpu_count()}"
         + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
     )
-    print(f"augmentation: RandomResizedCrop(scale={SCALE_MIN}-1) + RandomRotation({ROTATION}); steady = batches {args.warmup + 1}.. of the run")
+    print(
+        f"augmentation: RandomResizedCrop(scale={SCALE_MIN}-1) + RandomRotation({ROTATION}); "
+        f"steady = batches {args.warmup + 1}.. of the run"
+    )
     print(f"{'training images/s':58s} {'steady':>8s} {'per epoch, as fit':>18s}")
-    print(f"{'plain: ImageFolder + PIL + DataLoader + timm, NCHW':58s} {median['plain']:8.0f} {median['plain_loop']:18.0f}")
-    print(f"{'ours: cache + CacheLoader + fit_manifest, channels_last':58s} {median['ours']:8.0f} {median['ours_loop']:18.0f}")
+    print(
+        f"{'plain: ImageFolder + PIL + DataLoader + timm, NCHW':58s} {median['plain']:8.0f} "
+        f"{median['plain_loop']:18.0f}"
+    )
+    print(
+        f"{'ours: cache + CacheLoader + fit_manifest, channels_last':58s} {median['ours']:8.0f} "
+        f"{median['ours_loop']:18.0f}"
+    )
     print(f"{'ours: steady_train_images_per_s that fit reports':58s} {'':8s} {median['ours_reported']:18.0f}")
-    print(f"{'ratio ours / plain':58s} {median['ours'] / median['plain']:7.2f}x {median['ours_loop'] / median['plain_loop']:17.2f}x")
+    print(
+        f"{'ratio ours / plain':58s} {median['ours'] / median['plain']:7.2f}x "
+        f"{median['ours_loop'] / median['plain_loop']:17.2f}x"
+    )
     if ceiling:
         print(f"{'model step alone, batches in memory, NCHW (no loading)':58s} {ceiling[False]:8.0f}")
         print(f"{'model step alone, batches in memory, channels_last':58s} {ceiling[True]:8.0f}")
@@ -338,7 +365,10 @@ def run(args, scratch: Path) -> None:
     print(f"{'ours: end to end, cold cache + fit_manifest':58s} {cache_cold + median['ours_wall']:8.1f}")
     busiest = max(plain_watch.shares + our_watch.shares, default=0.0)
     if busiest > 0.1:
-        print(f"warning: other processes used up to {busiest:.0%} of the CPU during a loop; the figures are not comparable")
+        print(
+            f"warning: other processes used up to {busiest:.0%} of the CPU during a loop; "
+            "the figures are not comparable"
+        )
     print(f"ratio ours/plain = {median['ours'] / median['plain']:.2f}x")
 
 

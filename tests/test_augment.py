@@ -25,7 +25,15 @@ OPS = [
     {"erasing": 1.0},
     {"preset": "randaugment", "randaugment_magnitude": 15},
     {"preset": "trivialaugment"},
-    {"hflip": 0.5, "rotation_degrees": 10, "scale_min": 0.8, "brightness": 0.2, "noise_std": 0.05, "erasing": 0.5, "preset": "randaugment"},
+    {
+        "hflip": 0.5,
+        "rotation_degrees": 10,
+        "scale_min": 0.8,
+        "brightness": 0.2,
+        "noise_std": 0.05,
+        "erasing": 0.5,
+        "preset": "randaugment",
+    },
 ]
 
 
@@ -61,7 +69,9 @@ def test_policy_round_trips_through_json_and_refuses_unknown_keys():
         AugmentPolicy(preset="autoaugment")
 
 
-@pytest.mark.parametrize("fields", [{"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}, {"mixup_alpha": 0.4, "cutmix_alpha": 1.0}])
+@pytest.mark.parametrize(
+    "fields", [{"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}, {"mixup_alpha": 0.4, "cutmix_alpha": 1.0}]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
 def test_mix_gives_soft_targets_that_sum_to_one(fields, dtype):
     torch.manual_seed(0)
@@ -127,5 +137,7 @@ def test_mixup_blends_multi_hot_targets_of_multi_label_data():
     images = torch.rand(4, 3, 8, 8)
     targets = torch.tensor([[1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]], dtype=torch.float32)
     mixed, soft = AugmentPolicy(mixup_alpha=0.4).build_mix(3)(images, targets)
-    lam = float(((mixed - images.roll(1, 0)) / (images - images.roll(1, 0)))[0, 0, 0, 0])  # Mixup: lam*x + (1-lam)*x.roll(1)
+    lam = float(
+        ((mixed - images.roll(1, 0)) / (images - images.roll(1, 0)))[0, 0, 0, 0]
+    )  # Mixup: lam*x + (1-lam)*x.roll(1)
     assert torch.allclose(soft, lam * targets + (1 - lam) * targets.roll(1, 0), atol=1e-5)

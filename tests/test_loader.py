@@ -12,16 +12,24 @@ import torch
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+from imgclf.augment.batched import BatchAugment
 from imgclf.augment.policy import AugmentPolicy
 from imgclf.data.cache import CacheBuildError, decoded_cache_path, decoded_images
 from imgclf.data.ingest import ingest_folder
-from imgclf.augment.batched import BatchAugment
 from imgclf.data.loader import CacheLoader
 from imgclf.preprocess import PreprocessSpec
 
 N, SIZE, BATCH, CLASSES = 203, 8, 16, 7  # N is not a multiple of BATCH: the last batch is partial
 FULL_POLICY = AugmentPolicy(
-    hflip=0.5, vflip=0.5, rotation_degrees=20, scale_min=0.5, brightness=0.3, contrast=0.3, saturation=0.3, noise_std=0.05, erasing=0.5
+    hflip=0.5,
+    vflip=0.5,
+    rotation_degrees=20,
+    scale_min=0.5,
+    brightness=0.3,
+    contrast=0.3,
+    saturation=0.3,
+    noise_std=0.05,
+    erasing=0.5,
 )
 
 
@@ -145,7 +153,9 @@ def test_batch_augment_flip_and_rotation_match_v2():
 
 
 def test_batch_augment_erasing_and_rotation_fill_with_zeros():
-    erased = BatchAugment.from_policy(AugmentPolicy(erasing=1.0), 16)(constant_batch(), torch.Generator().manual_seed(0))
+    erased = BatchAugment.from_policy(AugmentPolicy(erasing=1.0), 16)(
+        constant_batch(), torch.Generator().manual_seed(0)
+    )
     zero_fraction = (erased == 0).all(1).float().mean((1, 2))
     assert set(erased.unique().tolist()) <= {0, 200}
     assert ((zero_fraction >= 0.02) & (zero_fraction <= 0.34)).all()

@@ -17,7 +17,8 @@ from imgclf.data.cache import decoded_images
 from imgclf.data.ingest import ingest_folder
 from imgclf.models.factory import create
 from imgclf.preprocess import PreprocessSpec
-from imgclf.train.lr_finder import LRFinderResult, find_lr, run_lr_find, suggest_lr
+from imgclf.train.config import TrainConfig
+from imgclf.train.lr_finder import LRFinderResult, default_optimizer, find_lr, run_lr_find, suggest_lr
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 START, END, STEPS = 1e-5, 10.0, 30
@@ -53,7 +54,9 @@ def sweep(digits):
     spec = PreprocessSpec(image_size=32, mean=mean, std=std)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     strides = {k: v.stride() for k, v in model.state_dict().items()}
-    result = find_lr(model, images, labels, spec, start_lr=START, end_lr=END, num_steps=STEPS, batch_size=16, channels_last=True)
+    result = find_lr(
+        model, images, labels, spec, start_lr=START, end_lr=END, num_steps=STEPS, batch_size=16, channels_last=True
+    )
     return result, model, before, strides
 
 
@@ -105,13 +108,39 @@ def test_same_seed_same_sweep_and_caller_rng_untouched(digits):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(global_seed)
             before = torch.get_rng_state()
-            result = find_lr(model, images, labels, spec, start_lr=1e-4, end_lr=1e-2, num_steps=5, batch_size=8, seed=seed)
+            result = find_lr(
+                model, images, labels, spec, start_lr=1e-4, end_lr=1e-2, num_steps=5, batch_size=8, seed=seed
+            )
             assert torch.equal(torch.get_rng_state(), before)
         return result.losses
 
     first = sweep_after_global_seed(1, seed=7)
     assert sweep_after_global_seed(2, seed=7) == first  # also: the second sweep started from restored weights
     assert sweep_after_global_seed(1, seed=8) != first
+
+
+def test_default_optimizer_is_the_one_training_uses(digits):
+    """TrainConfig's weight decay (its default, or the given config's), none on norms and biases; the
+    sweep moves a backbone group's LR with its `backbone_lr_scale`."""
+    images, labels = digits
+    model, mean, std = create(ARCH, 10, pretrained=False)
+    groups = default_optimizer(model).param_groups
+    assert {g["weight_decay"] for g in groups} == {TrainConfig().weight_decay, 0.0}
+    assert all(p.ndim <= 1 for g in groups if g["weight_decay"] == 0.0 for p in g["params"])
+
+    config = TrainConfig(optimizer="sgd", weight_decay=0.05, backbone_lr_scale=0.1)
+    made: list[torch.optim.Optimizer] = []
+
+    def factory(m: torch.nn.Module) -> torch.optim.Optimizer:
+        made.append(default_optimizer(m, config))
+        return made[-1]
+
+    spec = PreprocessSpec(image_size=32, mean=mean, std=std)
+    result = find_lr(model, images, labels, spec, optimizer_factory=factory, start_lr=1e-4, end_lr=1e-3, num_steps=4)
+    assert isinstance(made[0], torch.optim.SGD)
+    assert {g["weight_decay"] for g in made[0].param_groups} == {0.05, 0.0}
+    last = {g["lr_scale"]: g["lr"] for g in made[0].param_groups}
+    assert last == {1.0: result.lrs[-1], 0.1: pytest.approx(0.1 * result.lrs[-1])}
 
 
 def test_plot_writes_a_png_and_to_dict_is_json(sweep, tmp_path):

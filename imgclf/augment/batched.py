@@ -1,10 +1,10 @@
 """The AugmentPolicy's per-image torchvision v2 ops applied to a whole uint8 batch in a few batched ops.
 
-Why batched (`python bench/data_loading.py`, 2 shared cores, 3000 images, 64 px, batch 64): torch ops
-on one 64 px image are mostly dispatch overhead, so the policy's v2 pipeline run image by image on
-cached tensors is barely faster than ImageFolder decoding and augmenting PIL images every epoch (3000
-vs 2200 images/s). Crop, flips and rotation fused into one resample plus batched colour arithmetic:
-8200 images/s, 3.7x the baseline (3.0-5.2x over runs on a machine shared with other jobs).
+Why batched: torch ops on one small image are mostly dispatch overhead, so the policy's v2 pipeline
+run image by image on cached tensors is barely faster than ImageFolder decoding and augmenting PIL
+images every epoch. Crop, flips and rotation fused into one resample plus batched colour arithmetic
+is what makes the cached loader several times faster than that baseline. `python bench/data_loading.py`
+measures both against it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode, v2
-
 
 _GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 _CHUNK = 16
@@ -36,7 +35,7 @@ class BatchAugment:
         self.stages = _compile(_flatten(transform))
 
     @classmethod
-    def from_policy(cls, policy, image_size: int) -> "BatchAugment":
+    def from_policy(cls, policy, image_size: int) -> BatchAugment:
         """From an imgclf.augment.AugmentPolicy, built for the cache's image size."""
         return cls(policy.build(image_size))
 
@@ -45,8 +44,8 @@ class BatchAugment:
             raise ValueError(f"BatchAugment expects uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         if not self.stages:
             return images
-        # a few images at a time: their float working set stays in the CPU's L2 cache, measured 1.5x
-        # faster per image than a whole batch of 64 at once
+        # a few images at a time: their float working set stays in the CPU's L2 cache, faster per
+        # image than a whole batch at once
         return torch.cat([self._augment(chunk, generator) for chunk in images.split(_CHUNK)])
 
     def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -56,7 +55,9 @@ class BatchAugment:
         for stage in self.stages:
             x, unit = stage(x, unit, generator)
         if unit != 1.0:
-            raise ValueError("the augmentation pipeline must end with uint8 images (add ToDtype(torch.uint8, scale=True))")
+            raise ValueError(
+                "the augmentation pipeline must end with uint8 images (add ToDtype(torch.uint8, scale=True))"
+            )
         return x.clamp_(0, 255).round_().to(torch.uint8)
 
 
@@ -130,7 +131,7 @@ class _Geometry:
                 masks.append(chain)
         grid = _grid(chain, h, w).permute(2, 0, 1, 3).contiguous()
         # clamping to the outermost pixel centres is padding_mode="border" (edge pixels repeat, as when
-        # resizing a crop), measured 2x faster than asking grid_sample for it
+        # resizing a crop), faster than asking grid_sample for it
         grid[..., 0].clamp_(-1 + 1 / w, 1 - 1 / w)
         grid[..., 1].clamp_(-1 + 1 / h, 1 - 1 / h)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -183,8 +184,8 @@ def _crop_params(op: v2.RandomResizedCrop, n: int, h: int, w: int, g: torch.Gene
 
 
 def _grid(chain: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """affine_grid(chain[:, :2], align_corners=False) laid out (H, W, N, 2): one 2-D matmul, measured
-    ~10x faster on CPU than affine_grid's batched one."""
+    """affine_grid(chain[:, :2], align_corners=False) laid out (H, W, N, 2): one 2-D matmul, much
+    faster on CPU than affine_grid's batched one."""
     ys = (torch.arange(h, dtype=torch.float32) * 2 + 1) / h - 1
     xs = (torch.arange(w, dtype=torch.float32) * 2 + 1) / w - 1
     base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w)], -1).reshape(h * w, 3)
@@ -240,7 +241,7 @@ class _Erase:
         self.p, self.scale, self.ratio, self.value = p, scale, ratio, list(value)
 
     def __call__(self, x: torch.Tensor, unit: float, g: torch.Generator):
-        n, c, h, w = x.shape
+        n, _, h, w = x.shape
         apply = torch.rand(n, generator=g) < self.p
         area = h * w * _uniform(n, self.scale[0], self.scale[1], g, 10)
         ratio = torch.exp(_uniform(n, math.log(self.ratio[0]), math.log(self.ratio[1]), g, 10))

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-
 if TYPE_CHECKING:
     import torch
 
@@ -40,7 +39,9 @@ class AugmentPolicy(BaseModel):
         "none", description="an automatic policy applied after the geometric ops above"
     )
     randaugment_ops: int = Field(2, ge=1, le=14, description="RandAugment: ops per image (preset randaugment only)")
-    randaugment_magnitude: int = Field(9, ge=0, le=30, description="RandAugment: strength 0..30 (preset randaugment only)")
+    randaugment_magnitude: int = Field(
+        9, ge=0, le=30, description="RandAugment: strength 0..30 (preset randaugment only)"
+    )
     mixup_alpha: float = Field(0.0, ge=0, description="Mixup Beta(alpha, alpha); 0 disables")
     cutmix_alpha: float = Field(0.0, ge=0, description="CutMix Beta(alpha, alpha); 0 disables")
     mix_prob: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed (when a mix is on)")
@@ -75,7 +76,7 @@ class AugmentPolicy(BaseModel):
             ops.append(v2.ToDtype(torch.uint8, scale=True))
         return v2.Compose(ops) if ops else v2.Identity()
 
-    def build_mix(self, num_classes: int) -> "BatchMix | None":
+    def build_mix(self, num_classes: int) -> BatchMix | None:
         """The batch-level Mixup/CutMix, or None when the policy does not mix (keep hard labels)."""
         if (self.mixup_alpha == 0 and self.cutmix_alpha == 0) or self.mix_prob == 0:
             return None
@@ -117,7 +118,7 @@ class BatchMix:
         self.prob = prob
         self._mix = ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
 
-    def __call__(self, images: "torch.Tensor", labels: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
         from torch.nn.functional import one_hot
 

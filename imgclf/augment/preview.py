@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,7 +27,9 @@ def preview_images(manifest: DatasetManifest, count: int = 8, size: int = 96) ->
     return np.stack([spec.resize(open_image(path)[0]) for path in picked.absolute_paths()])
 
 
-def preview_grid(images: np.ndarray | Sequence[np.ndarray], policy: AugmentPolicy, rows: int = 4, seed: int = 0, pad: int = 2) -> Image.Image:
+def preview_grid(
+    images: np.ndarray | Sequence[np.ndarray], policy: AugmentPolicy, rows: int = 4, seed: int = 0, pad: int = 2
+) -> Image.Image:
     """A grid of augmented images: one column per input image (uint8 HWC, all one square size), one
     row per random draw of `policy`; when the policy mixes, the last row is a Mixup/CutMix batch.
 

@@ -5,12 +5,11 @@ batches of `(uint8 images (B, 3, H, W), int64 labels (B,))`; normalisation stays
 `PreprocessSpec.normalize`. The augmentation it applies in its workers is any callable; training
 passes `imgclf.augment.batched.BatchAugment`, the AugmentPolicy's ops batched.
 
-Why this shape (`python bench/data_loading.py` measures it):
-- Worker processes, not threads: loading alone, 2 threads ran 1.0-1.5x as fast as 2 processes, but
-  the loader exists to feed a training step that already uses every core through torch's
-  process-wide intra-op threads. Feeding tf_efficientnet_lite0 at 64 px (`--train`): batches in
-  memory 255 images/s, loading in the training process 247, 2 workers 236, 1 worker 218, 2 threads
-  182. Loading no longer limits training; threads are the one way that costs real time.
+Why this shape (`python bench/data_loading.py` measures each choice; `--train` feeds a training step):
+- Worker processes, not threads: loading alone, threads are as fast or faster, but the loader exists
+  to feed a training step that already uses every core through torch's process-wide intra-op
+  threads. Feeding one, worker processes come close to batches already in memory, so loading no
+  longer limits training; threads are the one way that costs real time.
 - Workers map the cache file by path (never a pickled copy of the array) and receive only
   `(seed, indices)` per batch, so memory does not grow with the data set or the worker count.
 
@@ -23,8 +22,8 @@ never touches torch's global random state.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -125,7 +124,7 @@ class CacheLoader:
         """Stop the worker processes now rather than when the loader is garbage-collected."""
         self._loader = None
 
-    def __enter__(self) -> "CacheLoader":
+    def __enter__(self) -> CacheLoader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,7 +1,8 @@
 """Per-epoch checkpoints that survive a SIGKILL at any moment.
 
-`last.pt` holds everything needed to continue (weights, optimiser, scheduler, EMA, RNG, epoch,
-early-stopping state, history); `best.safetensors` the best weights so far. Both are written to a
+`last.pt` holds everything needed to continue (`imgclf.train.state.TrainState.state_dict`: weights,
+optimiser, scheduler, EMA, RNG, epoch, the hooks' state, history); `best.safetensors` the best
+weights so far. Both are written to a
 temporary file and renamed, so a kill leaves the previous complete checkpoint. Loading uses
 `torch.load(weights_only=True)`: tensors and plain containers only, never arbitrary pickled objects.
 """

@@ -42,18 +42,24 @@ class TrainConfig(BaseModel):
     ema_decay: float | None = Field(None, gt=0, lt=1, description="keep an EMA of the weights; evaluate and ship it")
 
     # loop control
-    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val improvement before stopping")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="epochs without val improvement before stopping"
+    )
     seed: int = 42
 
     # speed
-    channels_last: bool = Field(True, description="measured 1.5x faster than NCHW on CPU for EfficientNet-Lite0 at 64 px")
-    amp: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 autocast on GPU only (slower on this CPU)")
+    channels_last: bool = Field(
+        True, description="faster than NCHW for the conv nets trained here (bench/train_throughput.py)"
+    )
+    amp: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="auto: bf16 autocast on GPU only (slower on this CPU)"
+    )
     compile: bool = Field(False, description="torch.compile the model")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores")
     num_workers: int | None = Field(None, ge=0, description="augmentation worker processes; default: 2")
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.transfer == "freeze_then_unfreeze" and self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be smaller than epochs ({self.epochs})")
         return self

@@ -20,16 +20,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from imgclf.inference import model_input
+from imgclf.logs import progress
 from imgclf.preprocess import PreprocessSpec
+from imgclf.train.config import TrainConfig
+from imgclf.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +75,19 @@ class LRFinderResult:
         ax.plot(self.lrs, self.losses, color="tab:blue", label="smoothed training loss")
         ax.set_xscale("log")
         loss_at = float(np.interp(math.log(self.suggested_lr), np.log(self.lrs), self.losses))
-        ax.plot([self.suggested_lr], [loss_at], "o", color="tab:red", markersize=8,
-                label=f"suggested lr {self.suggested_lr:.2e} ({self.method})")
+        ax.plot(
+            [self.suggested_lr],
+            [loss_at],
+            "o",
+            color="tab:red",
+            markersize=8,
+            label=f"suggested lr {self.suggested_lr:.2e} ({self.method})",
+        )
         ax.axvline(self.suggested_lr, color="tab:red", linestyle=":", linewidth=1)
         if self.diverged_lr is not None:
-            ax.axvline(self.diverged_lr, color="grey", linestyle="--", linewidth=1, label=f"diverged at {self.diverged_lr:.2e}")
+            ax.axvline(
+                self.diverged_lr, color="grey", linestyle="--", linewidth=1, label=f"diverged at {self.diverged_lr:.2e}"
+            )
         ax.set_xlabel("learning rate")
         ax.set_ylabel("loss")
         ax.set_title("LR range test")
@@ -121,16 +133,12 @@ def _longest_descent(values: Sequence[float]) -> tuple[int, int]:
     return start[last], last
 
 
-def default_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW with weight decay 0.01, none on norms and biases (1-D tensors): TrainConfig's defaults,
-    so the curve describes the optimizer that will use the suggestion. Pass a factory for SGD or
-    for discriminative (backbone-scaled) LRs."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": 0.01},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]])
+def default_optimizer(model: nn.Module, config: TrainConfig | None = None) -> torch.optim.Optimizer:
+    """The optimiser `config` trains with (default: TrainConfig's defaults: AdamW, its weight decay,
+    none on norms and biases), so the curve describes the optimiser that will use the suggestion.
+    Pass `functools.partial(default_optimizer, config=...)` as the factory for SGD or for
+    discriminative LRs (the sweep keeps the backbone's `backbone_lr_scale`)."""
+    return build_optimizer(model, config or TrainConfig())
 
 
 def find_lr(
@@ -156,63 +164,103 @@ def find_lr(
     are drawn in a seeded shuffle, cycling through the data when the sweep is longer than an epoch.
     `smooth` is the weight of the newest batch in the (bias-corrected) moving average of the loss.
     `optimizer_factory(model)` builds the optimizer (default: `default_optimizer`); every param
-    group gets the swept LR. The model trains on its own device and is restored afterwards.
+    group gets the swept LR (times its `lr_scale`, when it has one). The model trains on its own
+    device and is restored afterwards.
     """
     images, labels = images_uint8_nhwc, np.asarray(labels)
-    if len(images) != len(labels) or len(images) < 2:
-        raise ValueError(f"need at least 2 images with one label each, got {len(images)} images and {len(labels)} labels")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (spec.image_size, spec.image_size, 3):
-        raise ValueError(f"images must be uint8 (N, {spec.image_size}, {spec.image_size}, 3) for this spec, got {images.shape}")
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
-    if num_steps < 2 or batch_size < 1 or not 0 < smooth <= 1 or diverge_factor <= 1:
-        raise ValueError("need num_steps >= 2, batch_size >= 1, 0 < smooth <= 1 and diverge_factor > 1")
-
+    _check_data(images, labels, spec)
+    _check_sweep(start_lr, end_lr, num_steps, batch_size, smooth, diverge_factor)
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     device = next(model.parameters()).device
     targets = torch.from_numpy(labels.astype(np.int64)).to(device)
-    rng = np.random.default_rng(seed)
-    lrs: list[float] = []
-    losses: list[float] = []
-    diverged_lr = None
-    beta, average, best = 1.0 - smooth, 0.0, math.inf
+    batches = _cycled_batches(len(images), min(batch_size, len(images)), np.random.default_rng(seed))
+
+    def next_loss() -> torch.Tensor:
+        idx = next(batches)
+        return criterion(model(model_input(images[idx], spec, device, channels_last)), targets[idx])
 
     with _restored(model), _seeded_torch(seed, device):
         if channels_last:
             model.to(memory_format=torch.channels_last)
         model.train()
         optimizer = (optimizer_factory or default_optimizer)(model)
-        batches = _cycled_batches(len(images), min(batch_size, len(images)), rng)
-        for step, lr in enumerate(np.geomspace(start_lr, end_lr, num_steps).tolist()):
-            idx = next(batches)
-            x = model_input(images[idx], spec, device, channels_last)
-            loss = criterion(model(x), targets[idx])
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                diverged_lr = lr
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
-            average = beta * average + (1 - beta) * value
-            smoothed = average / (1 - beta ** (step + 1))
-            lrs.append(lr)
-            losses.append(smoothed)
-            best = min(best, smoothed)
-            if smoothed > diverge_factor * best:
-                diverged_lr = lr
-                break
+        schedule = np.geomspace(start_lr, end_lr, num_steps).tolist()
+        lrs, losses, diverged_lr = _sweep(next_loss, optimizer, schedule, _SmoothedLoss(smooth, diverge_factor))
 
     if len(losses) < 2:
         raise ValueError(f"the loss diverged within the first steps (at lr {diverged_lr:.2e}); lower start_lr")
     result = LRFinderResult(lrs, losses, suggest_lr(lrs, losses), METHOD, diverged_lr)
-    log.info(
-        "lr-find: %d steps from %.1e to %.1e%s; suggested lr %.2e (%s)", len(lrs), lrs[0], lrs[-1],
-        f", diverged at {diverged_lr:.1e}" if diverged_lr is not None else "", result.suggested_lr, METHOD,
-    )
+    diverged = f", diverged at {diverged_lr:.1e}" if diverged_lr is not None else ""
+    sweep = f"{len(lrs)} steps from {lrs[0]:.1e} to {lrs[-1]:.1e}{diverged}"
+    log.info("lr-find: %s; suggested lr %.2e (%s)", sweep, result.suggested_lr, METHOD)
     return result
+
+
+def _check_data(images: np.ndarray, labels: np.ndarray, spec: PreprocessSpec) -> None:
+    if len(images) != len(labels) or len(images) < 2:
+        raise ValueError(
+            f"need at least 2 images with one label each, got {len(images)} images and {len(labels)} labels"
+        )
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (spec.image_size, spec.image_size, 3):
+        raise ValueError(
+            f"images must be uint8 (N, {spec.image_size}, {spec.image_size}, 3) for this spec, got {images.shape}"
+        )
+
+
+def _check_sweep(
+    start_lr: float, end_lr: float, num_steps: int, batch_size: int, smooth: float, diverge_factor: float
+) -> None:
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
+    if num_steps < 2 or batch_size < 1 or not 0 < smooth <= 1 or diverge_factor <= 1:
+        raise ValueError("need num_steps >= 2, batch_size >= 1, 0 < smooth <= 1 and diverge_factor > 1")
+
+
+class _SmoothedLoss:
+    """The bias-corrected exponential moving average of the loss, and whether it has blown up: above
+    `diverge_factor` times the lowest average so far."""
+
+    def __init__(self, smooth: float, diverge_factor: float) -> None:
+        self.beta, self.diverge_factor = 1.0 - smooth, diverge_factor
+        self.average, self.best, self.steps = 0.0, math.inf, 0
+
+    def add(self, value: float) -> float:
+        """Take one batch's loss; the smoothed loss after it."""
+        self.average = self.beta * self.average + (1 - self.beta) * value
+        self.steps += 1
+        smoothed = self.average / (1 - self.beta**self.steps)
+        self.best = min(self.best, smoothed)
+        return smoothed
+
+    def diverged(self, smoothed: float) -> bool:
+        return smoothed > self.diverge_factor * self.best
+
+
+def _sweep(
+    next_loss: Callable[[], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    schedule: list[float],
+    smoothed: _SmoothedLoss,
+) -> tuple[list[float], list[float], float | None]:
+    """One optimiser step at each LR of `schedule`: (the LRs stepped, the smoothed loss at each, the LR
+    at which the loss diverged or None). A non-finite loss stops the sweep before its step."""
+    lrs: list[float] = []
+    losses: list[float] = []
+    for lr in progress(schedule, "lr-find", len(schedule), log, unit="steps"):
+        loss = next_loss()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return lrs, losses, lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        optimizer.step()
+        lrs.append(lr)
+        losses.append(smoothed.add(value))
+        if smoothed.diverged(losses[-1]):
+            return lrs, losses, lr
+    return lrs, losses, None
 
 
 def _cycled_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -287,12 +335,16 @@ def run_lr_find(
     manifest = split.subset("train")
     log.info("lr-find: sweeping the %d train images of %d labelled ones", len(manifest), len(split))
     if len(manifest) < 2:
-        raise ValueError(f"lr-find needs at least 2 usable labelled training images in {data_dir}, found {len(manifest)}")
+        raise ValueError(
+            f"lr-find needs at least 2 usable labelled training images in {data_dir}, found {len(manifest)}"
+        )
 
     class_names = manifest.class_names
     model, mean, std = create(arch, len(class_names), pretrained=pretrained)
     spec = PreprocessSpec(image_size=image_size, mean=mean, std=std)
     images = decoded_images(manifest, spec)
-    result = find_lr(model, images, manifest.label_indices(class_names), spec, batch_size=batch_size, num_steps=num_steps)
+    result = find_lr(
+        model, images, manifest.label_indices(class_names), spec, batch_size=batch_size, num_steps=num_steps
+    )
     result.plot(out_png)
     return result
