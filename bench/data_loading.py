@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import image_folder, scratch_dir
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from common import image_folder, scratch_dir
+from imgclf.augment.batched import BatchAugment
 from imgclf.augment.policy import AugmentPolicy
 from imgclf.data.cache import decoded_cache_path
 from imgclf.data.ingest import ingest_folder
-from imgclf.augment.batched import BatchAugment
 from imgclf.data.loader import CacheLoader
 from imgclf.models.factory import create
 from imgclf.preprocess import PreprocessSpec
@@ -57,7 +57,9 @@ def baseline_loader(root: Path, size: int, batch_size: int, workers: int) -> tor
         ]
     )
     dataset = ImageFolder(str(root), transform=transform)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=True)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=True
+    )
 
 
 class PerImageV2:
@@ -109,7 +111,14 @@ def training_rates(arch: str, cache: Path, labels: np.ndarray, args) -> dict[str
     augment = BatchAugment.from_policy(POLICY, args.size)
 
     def loader(workers: int) -> CacheLoader:
-        return CacheLoader(cache, labels, args.batch_size, augment=augment, num_workers=workers, indices_for_epoch=lambda e, rng: rng.permutation(subset))
+        return CacheLoader(
+            cache,
+            labels,
+            args.batch_size,
+            augment=augment,
+            num_workers=workers,
+            indices_for_epoch=lambda e, rng: rng.permutation(subset),
+        )
 
     def train(batches) -> float:
         started, seen = time.perf_counter(), 0
@@ -122,7 +131,11 @@ def training_rates(arch: str, cache: Path, labels: np.ndarray, args) -> dict[str
             seen += len(images)
         return seen / (time.perf_counter() - started)
 
-    names = {2: "CacheLoader, 2 worker processes", 1: "CacheLoader, 1 worker process", 0: "CacheLoader, in the training process"}
+    names = {
+        2: "CacheLoader, 2 worker processes",
+        1: "CacheLoader, 1 worker process",
+        0: "CacheLoader, in the training process",
+    }
     loaders = {names[w]: loader(w) for w in (2, 1, 0)}
     in_process = loaders[names[0]]
     preloaded = list(in_process.epoch(0))
@@ -135,7 +148,9 @@ def training_rates(arch: str, cache: Path, labels: np.ndarray, args) -> dict[str
         rates["batches already in memory (upper bound)"].append(train(preloaded))
         for name, each in loaders.items():
             rates[name].append(train(each.epoch(epoch)))
-        rates[f"CacheLoader's dataset, {args.workers} threads"].append(train(thread_epoch(in_process, epoch, args.workers)))
+        rates[f"CacheLoader's dataset, {args.workers} threads"].append(
+            train(thread_epoch(in_process, epoch, args.workers))
+        )
     for each in loaders.values():
         each.close()
     return {name: statistics.median(values) for name, values in rates.items()}
@@ -149,7 +164,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, help="reuse or create the image folder here (default: a temp dir)")
-    parser.add_argument("--train", metavar="ARCH", help="also time training ARCH (e.g. tf_efficientnet_lite0) fed by each loader")
+    parser.add_argument(
+        "--train", metavar="ARCH", help="also time training ARCH (e.g. tf_efficientnet_lite0) fed by each loader"
+    )
     parser.add_argument("--train-images", type=int, default=640, help="images per training epoch with --train")
     args = parser.parse_args()
 
@@ -173,10 +190,14 @@ def run(args, scratch: Path) -> None:
     cold_ours = n / (time.perf_counter() - started)
     baseline = baseline_loader(root, args.size, args.batch_size, args.workers)
     cold_baseline = timed(baseline)
-    per_image = CacheLoader(cache, labels, args.batch_size, augment=PerImageV2(POLICY.build(args.size)), num_workers=args.workers)
+    per_image = CacheLoader(
+        cache, labels, args.batch_size, augment=PerImageV2(POLICY.build(args.size)), num_workers=args.workers
+    )
     timed(per_image.epoch(0))
 
-    rates: dict[str, list[float]] = {k: [] for k in ("baseline", "ours", "threads", "per_image", "build_processes", "build_inprocess")}
+    rates: dict[str, list[float]] = {
+        k: [] for k in ("baseline", "ours", "threads", "per_image", "build_processes", "build_inprocess")
+    }
     for epoch in range(1, args.epochs + 1):
         rates["baseline"].append(timed(baseline))
         rates["ours"].append(timed(ours.epoch(epoch)))

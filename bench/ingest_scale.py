@@ -63,8 +63,8 @@ def _png(pixels: np.ndarray) -> bytes:
 
 def measure(root: Path) -> dict:
     """Runs in a fresh process: ingest + check_images on `root`; figures as a dict."""
-    from imgclf.data.ingest import ingest_folder
     from imgclf.data.file_checks import check_images
+    from imgclf.data.ingest import ingest_folder
     from imgclf.data.validation_config import ValidationConfig
 
     rss_before = _peak_rss_mb()
@@ -102,8 +102,10 @@ def main() -> None:
         print(json.dumps(measure(args.measure)))
         return
 
-    print(f"{'images':>8s} {'bad':>5s} {'kept':>8s} {'quarant.':>8s} {'ingest/s':>9s} {'validate/s':>10s} {'total/s':>8s} "
-          f"{'RSS after imports MB':>20s} {'peak RSS ingest MB':>18s} {'peak RSS +validate MB':>21s}")
+    print(
+        f"{'images':>8s} {'bad':>5s} {'kept':>8s} {'quarant.':>8s} {'ingest/s':>9s} {'validate/s':>10s} "
+        f"{'total/s':>8s} {'RSS after imports MB':>20s} {'peak RSS ingest MB':>18s} {'peak RSS +validate MB':>21s}"
+    )
     results = []
     for count in args.counts:
         scratch = Path(tempfile.mkdtemp(prefix="imgclf-ingest-"))
@@ -116,10 +118,15 @@ def main() -> None:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if not r["kept"] + r["quarantined"] == r["received"] == count:
-            raise RuntimeError(f"{count} files written but received={r['received']} kept={r['kept']} quarantined={r['quarantined']}")
+            raise RuntimeError(
+                f"{count} files written but received={r['received']} kept={r['kept']} quarantined={r['quarantined']}"
+            )
         results.append(r)
-        print(f"{count:8d} {bad:5d} {r['kept']:8d} {r['quarantined']:8d} {r['ingest_per_s']:9.0f} {r['validate_per_s']:10.0f} "
-              f"{r['total_per_s']:8.0f} {r['rss_after_imports_mb']:20.0f} {r['peak_rss_ingest_mb']:18.0f} {r['peak_rss_mb']:21.0f}")
+        print(
+            f"{count:8d} {bad:5d} {r['kept']:8d} {r['quarantined']:8d} {r['ingest_per_s']:9.0f} "
+            f"{r['validate_per_s']:10.0f} {r['total_per_s']:8.0f} {r['rss_after_imports_mb']:20.0f} "
+            f"{r['peak_rss_ingest_mb']:18.0f} {r['peak_rss_mb']:21.0f}"
+        )
     if len(results) > 1:
         first, last = results[0], results[-1]
         extra = last["received"] - first["received"]

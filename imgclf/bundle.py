@@ -10,8 +10,9 @@ the service can read a bundle without them (`imgclf.models.trained.TrainedModel`
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from imgclf.preprocess import PreprocessSpec
 
@@ -88,7 +89,9 @@ def read_onnx_metadata(model: bytes | str | Path) -> tuple[list[str], Preprocess
     """Class names and PreprocessSpec stored in an ONNX file by the export, so the file alone serves."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"]
+    )
     meta = session.get_modelmeta().custom_metadata_map
     missing = [key for key in (META_CLASS_NAMES, META_PREPROCESS) if key not in meta]
     if missing:

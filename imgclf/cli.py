@@ -12,9 +12,15 @@ from imgclf.commands import model, registry, serve, train
 
 def _compress_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("model", help=model_help)
-    p.add_argument("--data", help="the data the model was trained on (folder, manifest, archive or URL); default: the source the bundle records")
+    p.add_argument(
+        "--data",
+        help="the data the model was trained on (folder, manifest, archive or URL); "
+        "default: the source the bundle records",
+    )
     p.add_argument("--out", required=True, help="bundle folder for the result (the JSON report goes inside)")
-    p.add_argument("--split-seed", type=int, help="split seed (default: the model's training seed, as imgclf train splits)")
+    p.add_argument(
+        "--split-seed", type=int, help="split seed (default: the model's training seed, as imgclf train splits)"
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
@@ -25,8 +31,11 @@ def _compress_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
 
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP with BentoML")
-    p.add_argument("--model", default="models:/image-classifier/latest",
-                   help="bundle folder, .onnx file or models:/NAME/VERSION|latest or models:/NAME@ALIAS")
+    p.add_argument(
+        "--model",
+        default="models:/image-classifier/latest",
+        help="bundle folder, .onnx file or models:/NAME/VERSION|latest or models:/NAME@ALIAS",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=serve.serve)
@@ -62,12 +71,21 @@ def _add_train(sub) -> None:
 
 
 def _add_lr_find(sub) -> None:
-    p = sub.add_parser("lr-find", help="LR range test (fastai style): suggest a learning rate and save the loss-vs-LR plot")
-    p.add_argument("data", nargs="?", default="data/digits", help="folder per class, split folder, CSV/JSON manifest, archive or URL")
+    p = sub.add_parser(
+        "lr-find", help="LR range test (fastai style): suggest a learning rate and save the loss-vs-LR plot"
+    )
+    p.add_argument(
+        "data",
+        nargs="?",
+        default="data/digits",
+        help="folder per class, split folder, CSV/JSON manifest, archive or URL",
+    )
     p.add_argument("--arch", default="tf_efficientnet_lite0", help="timm name or torchvision/<name>")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-steps", type=int, default=100, help="mini-batches in the sweep (stops early if the loss diverges)")
+    p.add_argument(
+        "--num-steps", type=int, default=100, help="mini-batches in the sweep (stops early if the loss diverges)"
+    )
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="start from random weights")
     p.add_argument("--out", default="lr_find.png", help="where to save the plot (PNG)")
     p.set_defaults(func=train.lr_find)
@@ -90,28 +108,43 @@ def _add_distill(sub) -> None:
     p.add_argument("--temperature", type=float)
     p.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (0..1)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
-                   help="also train the student alone (default on)")
+    p.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also train the student alone (default on)",
+    )
     p.add_argument("--config", help="YAML of DistillConfig fields (flags override it)")
     p.set_defaults(func=model.distill)
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a bundle to ONNX, INT8 (recipe chosen by measurement), TorchScript and "
-                       "OpenVINO, with a parity and latency report")
+    p = sub.add_parser(
+        "export",
+        help="export a bundle to ONNX, INT8 (recipe chosen by measurement), TorchScript and "
+        "OpenVINO, with a parity and latency report",
+    )
     p.add_argument("model_dir", help="bundle folder written by imgclf train")
     p.add_argument("--out", required=True, help="folder for the exported files and export_report.json")
-    p.add_argument("--data", help="the images the model was trained on: a train sample calibrates INT8, val chooses the "
-                   "recipe, test reports parity (default: the source the bundle records)")
+    p.add_argument(
+        "--data",
+        help="the images the model was trained on: a train sample calibrates INT8, val chooses the "
+        "recipe, test reports parity (default: the source the bundle records)",
+    )
     p.add_argument("--tolerance", type=float, help="largest accuracy drop an INT8 recipe may have (default 0.01)")
-    p.add_argument("--min-speedup", type=float,
-                   help="INT8 must be at least this much faster than ORT fp32 at batch 32 (default 1.05)")
+    p.add_argument(
+        "--min-speedup",
+        type=float,
+        help="INT8 must be at least this much faster than ORT fp32 at batch 32 (default 1.05)",
+    )
     p.set_defaults(func=model.export)
 
 
 def _add_registry_commands(sub) -> None:
-    p = sub.add_parser("promote", help="point a registry alias (default: production) at a version; evaluate compares new "
-                       "models with it")
+    p = sub.add_parser(
+        "promote",
+        help="point a registry alias (default: production) at a version; evaluate compares new models with it",
+    )
     p.add_argument("model", help="models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS")
     p.add_argument("--alias", default="production")
     p.set_defaults(func=registry.promote)
@@ -120,7 +153,16 @@ def _add_registry_commands(sub) -> None:
     p.set_defaults(func=registry.summary)
 
 
-COMMANDS = (_add_serve, _add_digits, _add_train, _add_lr_find, _add_prune, _add_distill, _add_export, _add_registry_commands)
+COMMANDS = (
+    _add_serve,
+    _add_digits,
+    _add_train,
+    _add_lr_find,
+    _add_prune,
+    _add_distill,
+    _add_export,
+    _add_registry_commands,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

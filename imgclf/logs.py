@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -38,7 +39,9 @@ class Progress:
     def finish(self) -> None:
         now = time.monotonic()
         if self._reported or now - self.started >= self.every_s:
-            self.log.info("%s: %d %s in %.0f s, %s", self.what, self.done, self.unit, now - self.started, self._rate(now))
+            self.log.info(
+                "%s: %d %s in %.0f s, %s", self.what, self.done, self.unit, now - self.started, self._rate(now)
+            )
 
     def _rate(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-9)
@@ -46,7 +49,13 @@ class Progress:
 
 
 def progress(
-    items: Iterable[T], what: str, total: int, log: logging.Logger, unit: str = "items", every_s: float = 10.0, size=None
+    items: Iterable[T],
+    what: str,
+    total: int,
+    log: logging.Logger,
+    unit: str = "items",
+    every_s: float = 10.0,
+    size=None,
 ) -> Iterator[T]:
     """Yield `items`, logging progress as `Progress` does; `size(item)` counts an item (default 1)."""
     tracker = Progress(what, total, log, unit, every_s)
@@ -77,8 +86,12 @@ class _Demote(logging.Filter):
 _CHATTER = (
     ("", logging.INFO, "/onnxruntime/quantization/", ""),  # one line per re-scaled weight while quantising
     # ZenML's MLflow tracker tries to switch off autologging for fastai, which is not installed
-    ("zenml.integrations.mlflow.experiment_trackers.mlflow_experiment_tracker", logging.WARNING, "",
-     "Failed to disable MLflow autologging"),
+    (
+        "zenml.integrations.mlflow.experiment_trackers.mlflow_experiment_tracker",
+        logging.WARNING,
+        "",
+        "Failed to disable MLflow autologging",
+    ),
     ("great_expectations.data_context.types.base", logging.INFO, "", "Created temporary directory"),
 )
 

@@ -33,7 +33,9 @@ class PreprocessSpec:
         if self.image_size < 8:
             raise ValueError(f"PreprocessSpec.image_size must be >= 8, got {self.image_size}")
         if self.resize_mode not in ("squash", "center_crop", "letterbox"):
-            raise ValueError(f"PreprocessSpec.resize_mode {self.resize_mode!r} is not one of squash, center_crop, letterbox")
+            raise ValueError(
+                f"PreprocessSpec.resize_mode {self.resize_mode!r} is not one of squash, center_crop, letterbox"
+            )
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 
@@ -45,7 +47,7 @@ class PreprocessSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
         return cls(**data)
 
     # -- pixels ----------------------------------------------------------------------------------

@@ -79,9 +79,12 @@ class _active_run:
 def latest_version(name: str, tracking_uri: str | None = None) -> str:
     import mlflow
 
-    versions = mlflow.MlflowClient(tracking_uri=tracking_uri).search_model_versions(f"name='{name}'", order_by=["version_number DESC"], max_results=1)
+    versions = mlflow.MlflowClient(tracking_uri=tracking_uri).search_model_versions(
+        f"name='{name}'", order_by=["version_number DESC"], max_results=1
+    )
     if not versions:
-        raise LookupError(f"no registered versions of model {name!r} in the MLflow registry at {tracking_uri or mlflow.get_tracking_uri()}")
+        where = tracking_uri or mlflow.get_tracking_uri()
+        raise LookupError(f"no registered versions of model {name!r} in the MLflow registry at {where}")
     return str(versions[0].version)
 
 
@@ -145,7 +148,9 @@ def fetch_bundle(model_uri: str, dst: str | Path | None = None, tracking_uri: st
         mlflow.set_tracking_uri(previous)
     bundle = local / "artifacts" / BUNDLE_ARTIFACT
     if not bundle.is_dir():
-        raise FileNotFoundError(f"models:/{name}/{version} has no {BUNDLE_ARTIFACT} folder; was it registered by imgclf?")
+        raise FileNotFoundError(
+            f"models:/{name}/{version} has no {BUNDLE_ARTIFACT} folder; was it registered by imgclf?"
+        )
     return bundle, version
 
 

@@ -35,13 +35,17 @@ def ensure_local_stack() -> str:
     state = state_dir().resolve()
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow' / 'mlflow.db'}"
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     ensure_mlflow_experiment(tracking_uri, state / "mlflow" / "artifacts")
 
     components = {
         T.ORCHESTRATOR: ("imgclf-orchestrator", "local", {}),
         T.ARTIFACT_STORE: ("imgclf-artifacts", "local", {"path": str(state / "artifacts")}),
-        T.EXPERIMENT_TRACKER: ("imgclf-mlflow-tracker", "mlflow", {"tracking_uri": tracking_uri, "experiment_name": MLFLOW_EXPERIMENT}),
+        T.EXPERIMENT_TRACKER: (
+            "imgclf-mlflow-tracker",
+            "mlflow",
+            {"tracking_uri": tracking_uri, "experiment_name": MLFLOW_EXPERIMENT},
+        ),
         T.MODEL_REGISTRY: ("imgclf-mlflow-registry", "mlflow", {}),
         T.MODEL_DEPLOYER: ("imgclf-bentoml", "bentoml", {}),
         T.DATA_VALIDATOR: ("imgclf-evidently", "evidently", {}),

@@ -1,6 +1,7 @@
 """Render an evaluation report (or any local HTML file) in headless Chromium and save a full-page PNG.
 
-    .venv/bin/python infra/screenshot_report.py .state/reports/image-classifier-v1/report.html docs/evaluation_report.png
+    .venv/bin/python infra/screenshot_report.py \
+        .state/reports/image-classifier-v1/report.html docs/evaluation_report.png
 
 Uses Debian's /usr/bin/chromium through playwright (never downloads a browser); prints each image's
 alt text and whether it loaded, and fails if one did not. The report's browser test uses
@@ -13,7 +14,14 @@ from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
 # no sandbox (root in CI); no background networking: this machine's closed network refuses it
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def open_in_chromium(source: str | Path, screenshot: str | Path) -> dict:
@@ -29,7 +37,9 @@ def open_in_chromium(source: str | Path, screenshot: str | Path) -> dict:
             page.on("requestfailed", lambda request: failed.append(request.url[:80]))
             page.goto(Path(source).resolve().as_uri(), wait_until="load")
             shown = {
-                "images": page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"),
+                "images": page.evaluate(
+                    "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
+                ),
                 "headings": page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"),
                 "failed_requests": failed,
             }

@@ -7,9 +7,9 @@ from materializers.validation import SuiteResultMaterializer
 
 __all__ = [
     "DatasetManifestMaterializer",
-    "QuarantineMaterializer",
-    "TrainedModelMaterializer",
     "ExportedModelMaterializer",
+    "QuarantineMaterializer",
     "ReportMaterializer",
     "SuiteResultMaterializer",
+    "TrainedModelMaterializer",
 ]

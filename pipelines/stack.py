@@ -31,8 +31,12 @@ def ensure_runnable_stack() -> str:
         logger.error(
             "the active ZenML stack %r has no experiment tracker, which the steps need, and the project's stack %r is "
             "not registered in this ZenML store. Run `make setup` (or `python infra/local_stack.py` with infra/env.sh "
-            "sourced), or `zenml stack set` a stack with an MLflow experiment tracker.", active.name, PROJECT_STACK,
+            "sourced), or `zenml stack set` a stack with an MLflow experiment tracker.",
+            active.name,
+            PROJECT_STACK,
         )
         return active.name
-    logger.warning("the active ZenML stack %r has no experiment tracker; running on %r instead", active.name, PROJECT_STACK)
+    logger.warning(
+        "the active ZenML stack %r has no experiment tracker; running on %r instead", active.name, PROJECT_STACK
+    )
     return PROJECT_STACK

@@ -14,4 +14,4 @@ from steps.validate import validate
 
 quiet_third_party()
 
-__all__ = ["ingest", "validate", "split", "augment", "train", "evaluate", "quantize", "register", "deploy"]
+__all__ = ["augment", "deploy", "evaluate", "ingest", "quantize", "register", "split", "train", "validate"]

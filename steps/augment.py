@@ -1,4 +1,4 @@
-from typing import Annotated, Tuple
+from typing import Annotated
 
 from PIL import Image
 from zenml import step
@@ -16,7 +16,7 @@ PREVIEW_SIZE = 96  # px; the preview does not depend on the model's input size
 @step(output_materializers={"augment_preview": PillowImageMaterializer})
 def augment(
     manifest: DatasetManifest, policy: AugmentPolicy = AugmentPolicy()
-) -> Tuple[Annotated[AugmentPolicy, "augment_policy"], Annotated[Image.Image, "augment_preview"]]:
+) -> tuple[Annotated[AugmentPolicy, "augment_policy"], Annotated[Image.Image, "augment_preview"]]:
     """The augmentation policy from the config, as a versioned artifact that train consumes, and a
     PNG grid of it applied to a few training images (shown in the dashboard). Drawing the grid runs
     the policy, so a policy that cannot run fails here, not mid-training."""

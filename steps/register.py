@@ -25,14 +25,23 @@ def register(
     metrics = evaluation.metrics()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = write_release(
-            Path(tmp) / "bundle", model, exported.onnx, exported.onnx_int8,
-            metrics=metrics, export_report=exported.report.to_dict(), model_card=str(model_card),
+            Path(tmp) / "bundle",
+            model,
+            exported.onnx,
+            exported.onnx_int8,
+            metrics=metrics,
+            export_report=exported.report.to_dict(),
+            model_card=str(model_card),
         )
         tags = {"zenml_model_version": str(zenml_model.version), **{k: f"{v:.4f}" for k, v in metrics.items()}}
         registered = register_bundle(bundle, zenml_model.name, tags=tags)
     describe_version(registered.name, registered.version, str(model_card))
     log_metadata(
-        metadata={"mlflow_model_name": registered.name, "mlflow_model_version": registered.version, "model_uri": registered.model_uri},
+        metadata={
+            "mlflow_model_name": registered.name,
+            "mlflow_model_version": registered.version,
+            "model_uri": registered.model_uri,
+        },
         infer_model=True,
     )
     logger.info("registered %s (ZenML model version %s)", registered.model_uri, zenml_model.version)

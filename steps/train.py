@@ -30,7 +30,9 @@ def train(
     prune channels; the smaller model is then the one the pipeline evaluates, exports and ships."""
     mlflow.log_params({f"train.{k}": v for k, v in config.model_dump().items()})
     mlflow.log_params({f"augment.{k}": v for k, v in policy.model_dump().items()})
-    trained = fit_resumable(manifest, config, policy, on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch))
+    trained = fit_resumable(
+        manifest, config, policy, on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch)
+    )
     result = compress(trained, manifest, policy, distill_into, prune)
     for name, report in (("distill", result.distill_report), ("prune", result.prune_report)):
         if report is not None:

@@ -85,7 +85,9 @@ def scan(root: Path) -> Package:
                     anchor = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
                     base = ".".join([*anchor, base] if base else anchor)
                 targets.add(base)
-                targets.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in package.modules)
+                targets.update(
+                    f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in package.modules
+                )
         package.imports[name] = {m for t in targets for m in _with_parents(t) if m in package.modules and m != name}
         package.external[name] = {t.split(".")[0] for t in targets if t.split(".")[0] != "imgclf"}
     return package
@@ -201,8 +203,11 @@ def size_violations(package: Package) -> list[str]:
 
 
 def init_violations(package: Package) -> list[str]:
-    return [f"{module}/__init__.py imports {sorted(targets)}" for module, targets in package.imports.items()
-            if package.modules[module].name == "__init__.py" and (targets or package.external[module])]
+    return [
+        f"{module}/__init__.py imports {sorted(targets)}"
+        for module, targets in package.imports.items()
+        if package.modules[module].name == "__init__.py" and (targets or package.external[module])
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +251,11 @@ def test_functions_and_modules_stay_short(package):
     ("module", "line", "expected"),
     [
         ("imgclf/serving/predictor.py", "def _lazy():\n    import torch\n", "imgclf.serving.predictor reaches torch"),
-        ("imgclf/evaluate/metrics.py", "from imgclf.train.loop import fit\n", "imgclf.evaluate.metrics imports imgclf.train.loop"),
+        (
+            "imgclf/evaluate/metrics.py",
+            "from imgclf.train.loop import fit\n",
+            "imgclf.evaluate.metrics imports imgclf.train.loop",
+        ),
         ("imgclf/data/manifest.py", "def _lazy():\n    import zenml\n", "imgclf.data.manifest imports zenml"),
         ("imgclf/paths.py", "def _lazy():\n    from imgclf.cli import main\n", "imgclf.paths imports imgclf.cli"),
         ("imgclf/paths.py", "def _lazy():\n    from imgclf.data import cache\n", "cycle"),

@@ -16,7 +16,9 @@ def test_serve_refuses_a_bundle_without_onnx_and_says_how_to_export(small_model,
         main(["serve", "--model", str(tmp_path / "nowhere")])
 
 
-def test_train_records_its_data_so_export_needs_no_data_flag_and_the_bundle_then_serves(digits_dir, tmp_path, monkeypatch):
+def test_train_records_its_data_so_export_needs_no_data_flag_and_the_bundle_then_serves(
+    digits_dir, tmp_path, monkeypatch
+):
     import json
 
     from imgclf.bundle import serving_model

@@ -7,7 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from imgclf.models.factory import IMAGENET_MEAN, IMAGENET_STD, WeightsNotFound, backbone_parameters, create, head_parameters, resolve_pretrained, set_backbone_trainable
+from imgclf.models.factory import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    WeightsNotFound,
+    backbone_parameters,
+    create,
+    head_parameters,
+    resolve_pretrained,
+    set_backbone_trainable,
+)
 
 
 def _save_safetensors(model: nn.Module, path) -> None:
@@ -27,7 +36,7 @@ def test_offline_package_weights_load_in_order_with_their_normalisation():
 
 
 def test_pretrained_model_gets_new_head_and_keeps_backbone():
-    model, mean, std = create("tf_efficientnet_lite0", num_classes=7, pretrained=True)
+    model, mean, _ = create("tf_efficientnet_lite0", num_classes=7, pretrained=True)
     assert model.get_classifier().out_features == 7 and mean == (0.5, 0.5, 0.5)
     weights = resolve_pretrained("tf_efficientnet_lite0", allow_hub=False)
     assert torch.equal(model.state_dict()["blocks.0.0.conv_dw.weight"], weights.state_dict["blocks.0.0.conv_dw.weight"])
@@ -105,7 +114,7 @@ def test_vit_weights_are_resampled_to_the_image_size(tmp_path):
     source = timm.create_model("vit_tiny_patch16_224")
     path = tmp_path / "vit.safetensors"
     _save_safetensors(source, path)
-    model, mean, std = create("vit_tiny_patch16_224", num_classes=3, weights_file=path, image_size=64)
+    model, mean, _ = create("vit_tiny_patch16_224", num_classes=3, weights_file=path, image_size=64)
     expected = resample_abs_pos_embed(source.pos_embed.detach(), new_size=(4, 4), num_prefix_tokens=1)
     assert model.pos_embed.shape == (1, 1 + 16, 192)
     torch.testing.assert_close(model.pos_embed.detach(), expected)

@@ -9,7 +9,6 @@ import mlflow
 import numpy as np
 import pytest
 import requests
-
 from conftest import SESSION_MLFLOW_URI, fast_pipeline_run
 
 pytestmark = pytest.mark.integration
@@ -37,14 +36,17 @@ def test_all_nine_steps_completed(pipeline_run):
 def test_the_distilled_and_pruned_model_is_what_ships(pipeline_run):
     meta = pipeline_run.steps["train"].run_metadata
     assert meta["shipped_arch"] == "mobilenetv3_small_050"
-    assert meta["prune_params_after"] < meta["prune_params_before"] and meta["prune_macs_after"] < meta["prune_macs_before"]
+    assert (
+        meta["prune_params_after"] < meta["prune_params_before"]
+        and meta["prune_macs_after"] < meta["prune_macs_before"]
+    )
     shipped = pipeline_run.steps["train"].outputs["trained_model"][0].load()
     assert shipped.arch == "mobilenetv3_small_050" and shipped.structure  # rebuilt from JSON, no pickle
     assert sum(p.numel() for p in shipped.build().parameters()) == meta["prune_params_after"]
     assert "distill_report" in shipped.info and "prune_report" in shipped.info
     registered = pipeline_run.steps["register"].outputs["registered_model"][0].load()
-    from imgclf.registry import fetch_bundle
     from imgclf.models.trained import TrainedModel
+    from imgclf.registry import fetch_bundle
 
     bundle, _ = fetch_bundle(registered.model_uri, tracking_uri=SESSION_MLFLOW_URI)
     assert TrainedModel.load(bundle).structure == shipped.structure
@@ -66,7 +68,9 @@ def test_evaluation_metadata_and_mlflow_registration(pipeline_run):
     assert meta["test_macro_f1_ci_low"] <= meta["test_macro_f1_ci_high"]
     assert 0 <= meta["test_ece"] <= 1 and meta["latency_p50_ms"] > 0
     registered = pipeline_run.steps["register"].outputs["registered_model"][0].load()
-    version = mlflow.MlflowClient(tracking_uri=SESSION_MLFLOW_URI).get_model_version("image-classifier", registered.version)
+    version = mlflow.MlflowClient(tracking_uri=SESSION_MLFLOW_URI).get_model_version(
+        "image-classifier", registered.version
+    )
     assert version.tags["zenml_model_version"] == str(pipeline_run.model_version.number)
     assert float(version.tags["test_accuracy"]) == pytest.approx(meta["test_accuracy"], abs=1e-4)
     assert pipeline_run.model_version.run_metadata["mlflow_model_version"] == registered.version
@@ -86,7 +90,9 @@ def test_report_and_model_card_reach_zenml_and_mlflow(pipeline_run):
     client = mlflow.MlflowClient(tracking_uri=SESSION_MLFLOW_URI)
     assert client.get_model_version("image-classifier", registered.version).description == card
     run_id = client.get_model_version("image-classifier", registered.version).run_id
-    logged = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    logged = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for a in client.list_artifacts(run_id, "evaluation")
+    }
     assert {"model_card.md", "evaluation/report.html", "evaluation/figures"} <= logged
 
 
@@ -97,7 +103,9 @@ def test_summary_points_at_the_report_and_card(pipeline_run, tmp_path, monkeypat
     mlflow.set_tracking_uri(SESSION_MLFLOW_URI)
     assert main(["summary", "--model-name", "image-classifier"]) == 0
     out = capsys.readouterr().out
-    report = tmp_path / "reports" / f"image-classifier-v{pipeline_run.model_version.run_metadata['mlflow_model_version']}"
+    report = (
+        tmp_path / "reports" / f"image-classifier-v{pipeline_run.model_version.run_metadata['mlflow_model_version']}"
+    )
     assert f"Evaluation report: {(report / 'report.html').resolve()}" in out
     assert (report / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert (report / "model_card.md").read_text().startswith("# Model card: image-classifier")

@@ -8,12 +8,14 @@ import csv
 import shutil
 
 import pytest
-
 from conftest import fast_pipeline_run
 
 pytestmark = pytest.mark.integration
 
-TAGS = {d: [t for t, ok in (("even", d % 2 == 0), ("small", d < 5), ("round", d in (0, 6, 8, 9))) if ok] or ["none"] for d in range(10)}
+TAGS = {
+    d: [t for t, ok in (("even", d % 2 == 0), ("small", d < 5), ("round", d in (0, 6, 8, 9))) if ok] or ["none"]
+    for d in range(10)
+}
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def test_register_and_fetch_round_trip(small_model, tmp_path, mlflow_uri):
     fetched, version = fetch_bundle("models:/digits-test@production", tmp_path / "fetched")
     assert version == "1"
     assert (fetched / "model.safetensors").read_bytes() == (bundle / "model.safetensors").read_bytes()
-    image = open(manifest.absolute_paths()[0], "rb").read()
+    image = manifest.absolute_paths()[0].read_bytes()
     assert Predictor.from_path(fetched).predict(image)["top_k"] == Predictor.from_path(bundle).predict(image)["top_k"]
 
     pyfunc = mlflow.pyfunc.load_model("models:/digits-test/1")

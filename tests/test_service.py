@@ -9,13 +9,13 @@ import urllib.request
 import numpy as np
 import pytest
 import requests
+from conftest import free_port
 from PIL import Image
 
-from conftest import free_port
+from imgclf import paths
 from imgclf.bundle import ONNX_FILE
 from imgclf.data.decode import ImageRejected
 from imgclf.export.onnx import export_onnx
-from imgclf import paths
 from imgclf.serving import deployment
 from imgclf.serving.predictor import Predictor
 
@@ -77,7 +77,9 @@ def test_service_predicts_a_real_digit(server, test_images):
 
 
 def test_service_answers_400_for_text_and_broken_images(server, test_images):
-    response = requests.post(f"{server.url}/predict", files={"image": ("notes.txt", b"just some text", "text/plain")}, timeout=30)
+    response = requests.post(
+        f"{server.url}/predict", files={"image": ("notes.txt", b"just some text", "text/plain")}, timeout=30
+    )
     assert response.status_code == 400 and "not_an_image" in response.json()["error"]
     png = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(png, format="PNG")

@@ -22,7 +22,9 @@ def prepare(data: str, split: SplitConfig, report: bool = True) -> PreparedData:
     return prepared
 
 
-def model_split(trained: TrainedModel, data: str | None, split_seed: int | None, command: str, need: str) -> DatasetManifest:
+def model_split(
+    trained: TrainedModel, data: str | None, split_seed: int | None, command: str, need: str
+) -> DatasetManifest:
     """The split `trained` was trained on: `data`, else the source its bundle records, split by the
     recorded split config (else by its training seed, as `imgclf train` splits); `split_seed` overrides
     the seed. Without a source, the error says what the command needs the images for."""
@@ -33,7 +35,9 @@ def model_split(trained: TrainedModel, data: str | None, split_seed: int | None,
             "(the bundle records no data source; `imgclf train` records one)"
         )
     recorded = trained.info.get("split_config")
-    split = SplitConfig(**recorded) if recorded else SplitConfig(seed=trained.info.get("train_config", {}).get("seed", 42))
+    split = (
+        SplitConfig(**recorded) if recorded else SplitConfig(seed=trained.info.get("train_config", {}).get("seed", 42))
+    )
     if split_seed is not None:
         split = split.model_copy(update={"seed": split_seed})
     return prepare(source, split).manifest

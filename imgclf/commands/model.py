@@ -8,6 +8,7 @@ from pathlib import Path
 
 from imgclf.commands.inputs import model_split, policy, settings
 
+
 def compress_inputs(args: argparse.Namespace, config_type, flags: dict):
     """(bundle, split, config, policy) for prune/distill: --config YAML overridden by flags; the split
     is the bundle's own unless --data / --split-seed say otherwise."""

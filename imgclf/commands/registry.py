@@ -6,6 +6,7 @@ import argparse
 
 from imgclf import paths
 
+
 def promote(args: argparse.Namespace) -> int:
     """Point a registry alias at a version: the next pipeline run compares its new model with it."""
     from imgclf.registry import resolve_version, set_alias

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from imgclf import paths
 
+
 def resolve_model(model: str) -> tuple[Path, str]:
     """A models:/ URI (downloaded from the MLflow registry) or a local bundle folder / .onnx file."""
     if model.startswith("models:/"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from imgclf.commands.inputs import policy, prepare, settings
 
+
 def train(args: argparse.Namespace) -> int:
     """Ingest -> per-file checks -> split -> fit -> bundle, outside ZenML, with the pipeline's code."""
     from imgclf.data.split import SplitConfig
@@ -15,10 +16,19 @@ def train(args: argparse.Namespace) -> int:
     from imgclf.train.loop import fit_manifest
 
     flags = {
-        "arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size, "epochs": args.epochs,
-        "lr": args.lr, "pretrained": args.pretrained, "weights_file": args.weights_file, "transfer": args.transfer,
-        "freeze_epochs": args.freeze_epochs, "seed": args.seed, "num_workers": args.workers,
-        "early_stopping_patience": args.patience, "ema_decay": args.ema_decay,
+        "arch": args.arch,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "pretrained": args.pretrained,
+        "weights_file": args.weights_file,
+        "transfer": args.transfer,
+        "freeze_epochs": args.freeze_epochs,
+        "seed": args.seed,
+        "num_workers": args.workers,
+        "early_stopping_patience": args.patience,
+        "ema_decay": args.ema_decay,
     }
     config = TrainConfig(**settings(args.config, flags))
     out = Path(args.out)
@@ -26,10 +36,16 @@ def train(args: argparse.Namespace) -> int:
     split = SplitConfig(seed=config.seed)
     prepared = prepare(args.data, split, report=main_rank)
     trained = fit_manifest(
-        prepared.manifest, config, policy(args.augment), checkpoint_dir=out / "checkpoints", tensorboard_dir=out / "tensorboard"
+        prepared.manifest,
+        config,
+        policy(args.augment),
+        checkpoint_dir=out / "checkpoints",
+        tensorboard_dir=out / "tensorboard",
     )
     local = Path(args.data).expanduser()  # recorded, so export/prune/distill find the data without --data
-    trained.info.update(data_source=str(local.resolve()) if local.exists() else args.data, split_config=split.model_dump())
+    trained.info.update(
+        data_source=str(local.resolve()) if local.exists() else args.data, split_config=split.model_dump()
+    )
     if main_rank:
         trained.save(out)
         info = trained.info
@@ -42,10 +58,17 @@ def lr_find(args: argparse.Namespace) -> int:
     from imgclf.train.lr_finder import run_lr_find
 
     result = run_lr_find(
-        args.data, args.arch, args.image_size, args.batch_size, args.out, pretrained=args.pretrained, num_steps=args.num_steps
+        args.data,
+        args.arch,
+        args.image_size,
+        args.batch_size,
+        args.out,
+        pretrained=args.pretrained,
+        num_steps=args.num_steps,
     )
     stop = f", diverged at {result.diverged_lr:.2e}" if result.diverged_lr is not None else ""
-    print(f"suggested lr {result.suggested_lr:.2e} ({result.method}; swept {result.lrs[0]:.0e}..{result.lrs[-1]:.2e}{stop})")
+    swept = f"swept {result.lrs[0]:.0e}..{result.lrs[-1]:.2e}{stop}"
+    print(f"suggested lr {result.suggested_lr:.2e} ({result.method}; {swept})")
     print(f"plot: {args.out}")
     return 0
 

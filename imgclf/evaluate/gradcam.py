@@ -17,8 +17,8 @@ every hook is removed before returning, also when something fails.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -83,12 +83,15 @@ def _is_global_pool(module: nn.Module, x: torch.Tensor, out: torch.Tensor | None
     return False
 
 
-def _probe(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str, nn.Module, torch.Tensor | None, torch.Tensor | None]]:
+def _probe(
+    model: nn.Module, x: torch.Tensor
+) -> list[tuple[str, str, nn.Module, torch.Tensor | None, torch.Tensor | None]]:
     """One forward pass with every module watched: (event, name, module, input, output) in call order;
     event is "enter" (pre-hook) or "exit" (forward hook)."""
     events: list = []
     handles = []
     for name, module in model.named_modules():
+
         def pre(mod, args, name=name):
             events.append(("enter", name, mod, _first_tensor(args), None))
 
@@ -114,21 +117,38 @@ def find_target_layer(model: nn.Module, image_size: int = 64) -> str:
     with _eval_mode(model):
         events = _probe(model, x)
     # the *last* global pool is the head's: squeeze-excitation blocks pool too, and come before it
-    pools = [i for i, (kind, name, mod, inp, out) in enumerate(events)
-             if kind == "exit" and name and inp is not None and _is_global_pool(mod, inp, out)]
+    pools = [
+        i
+        for i, (kind, name, mod, inp, out) in enumerate(events)
+        if kind == "exit" and name and inp is not None and _is_global_pool(mod, inp, out)
+    ]
     stop = pools[-1] if pools else None
     if stop is not None:  # stop where the pool was entered, not where it finished
         pool_name = events[stop][1]
         stop = max(i for i, e in enumerate(events[:stop]) if e[0] == "enter" and e[1] == pool_name)
     else:
-        stop = next((i for i, (kind, name, _, inp, _) in enumerate(events)
-                     if kind == "enter" and name and inp is not None and inp.ndim != 4), len(events))
-    tokens_after = [name for kind, name, _, inp, _ in events[stop:] if kind == "enter" and inp is not None and inp.ndim == 3]
-    candidates = [name for kind, name, mod, _, out in events[:stop]
-                  if kind == "exit" and name and out is not None and out.ndim == 4 and not isinstance(mod, nn.Identity)]
+        stop = next(
+            (
+                i
+                for i, (kind, name, _, inp, _) in enumerate(events)
+                if kind == "enter" and name and inp is not None and inp.ndim != 4
+            ),
+            len(events),
+        )
+    tokens_after = [
+        name for kind, name, _, inp, _ in events[stop:] if kind == "enter" and inp is not None and inp.ndim == 3
+    ]
+    candidates = [
+        name
+        for kind, name, mod, _, out in events[:stop]
+        if kind == "exit" and name and out is not None and out.ndim == 4 and not isinstance(mod, nn.Identity)
+    ]
     if tokens_after or not candidates:
-        why = (f"its layers after {candidates[-1] if candidates else 'the input'} work on token sequences"
-               if tokens_after else "no layer produces a 4-D feature map")
+        why = (
+            f"its layers after {candidates[-1] if candidates else 'the input'} work on token sequences"
+            if tokens_after
+            else "no layer produces a 4-D feature map"
+        )
         raise GradCamUnsupported(
             f"Grad-CAM needs a convolutional feature map (N, C, H, W) before global pooling; model "
             f"{model_label(model)} has none ({why}, e.g. a ViT/DeiT). Pass target_layer= to pick one by hand."
@@ -148,7 +168,9 @@ def _resolve_layer(model: nn.Module, target_layer: str | nn.Module | None, image
     for name, module in model.named_modules():
         if module is target_layer:
             return name, module
-    raise GradCamUnsupported(f"the target layer {type(target_layer).__name__} is not part of model {model_label(model)}")
+    raise GradCamUnsupported(
+        f"the target layer {type(target_layer).__name__} is not part of model {model_label(model)}"
+    )
 
 
 def _channels_first(act: torch.Tensor, model: nn.Module) -> torch.Tensor:
@@ -194,16 +216,25 @@ def grad_cam(
     with _eval_mode(model), _hooks([layer.register_forward_hook(keep)]), torch.enable_grad():
         for start in range(0, n, batch_size):
             captured.clear()
-            x = model_input(images[start : start + batch_size], spec, device).contiguous().requires_grad_(True)  # so the map needs grad even with frozen weights
+            x = (
+                model_input(images[start : start + batch_size], spec, device).contiguous().requires_grad_(True)
+            )  # so the map needs grad even with frozen weights
             logits = model(x)
             if not captured or captured[-1] is None or captured[-1].ndim != 4:
                 got = "nothing" if not captured or captured[-1] is None else f"shape {tuple(captured[-1].shape)}"
-                raise GradCamUnsupported(f"layer {name!r} of model {model_label(model)} gave {got}, not a 4-D feature map")
+                raise GradCamUnsupported(
+                    f"layer {name!r} of model {model_label(model)} gave {got}, not a 4-D feature map"
+                )
             act = captured[-1]  # the last call wins when a module is used twice
             if logits.ndim != 2:
-                raise GradCamUnsupported(f"model {model_label(model)} returned logits of shape {tuple(logits.shape)}, not (N, classes)")
-            batch_classes = (logits.argmax(1) if class_indices is None
-                             else torch.from_numpy(np.ascontiguousarray(classes[start : start + len(x)])).to(logits.device))
+                raise GradCamUnsupported(
+                    f"model {model_label(model)} returned logits of shape {tuple(logits.shape)}, not (N, classes)"
+                )
+            batch_classes = (
+                logits.argmax(1)
+                if class_indices is None
+                else torch.from_numpy(np.ascontiguousarray(classes[start : start + len(x)])).to(logits.device)
+            )
             if int(batch_classes.max()) >= logits.shape[1] or int(batch_classes.min()) < 0:
                 raise ValueError(f"class index out of range for {logits.shape[1]} classes")
             score = logits.gather(1, batch_classes.view(-1, 1)).sum()  # eval mode: images are independent

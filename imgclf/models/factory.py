@@ -11,9 +11,9 @@ ImageNet weights must be fed pixels normalised the way those weights expect.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -50,7 +50,7 @@ OFFLINE_PACKAGES: dict[str, Callable[[], tuple[dict[str, torch.Tensor], tuple, t
 
 def _torchvision_name(arch: str) -> str | None:
     """`resnet18` for `torchvision/resnet18`; None for a timm name."""
-    return arch[len(TORCHVISION_PREFIX):] if arch.startswith(TORCHVISION_PREFIX) else None
+    return arch[len(TORCHVISION_PREFIX) :] if arch.startswith(TORCHVISION_PREFIX) else None
 
 
 def _check_known(arch: str) -> None:
@@ -60,7 +60,9 @@ def _check_known(arch: str) -> None:
 
         known = torchvision.models.list_models(module=torchvision.models)  # classification models only
         if tv not in known:
-            raise ValueError(f"unknown architecture {arch!r}: not a torchvision classification model (known: {', '.join(known)})")
+            raise ValueError(
+                f"unknown architecture {arch!r}: not a torchvision classification model (known: {', '.join(known)})"
+            )
         return
     import timm
 
@@ -125,7 +127,9 @@ def _align_in_order(source: dict[str, torch.Tensor], target: nn.Module, origin: 
     aligned = {}
     for (src_key, tensor), (dst_key, expected) in zip(source.items(), target_sd.items()):
         if tensor.shape != expected.shape:
-            raise WeightsNotFound(f"{origin}: tensor {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(expected.shape)}")
+            raise WeightsNotFound(
+                f"{origin}: tensor {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(expected.shape)}"
+            )
         aligned[dst_key] = tensor
     return aligned
 
@@ -160,7 +164,9 @@ def resolve_pretrained(arch: str, weights_file: str | Path | None = None, allow_
         except ImportError:
             tried.append(f"the offline package for {arch} (not installed)")
         else:
-            return PretrainedWeights(_align_in_order(sd, _build(arch), origin), mean, std, f"offline package ({origin})")
+            return PretrainedWeights(
+                _align_in_order(sd, _build(arch), origin), mean, std, f"offline package ({origin})"
+            )
     else:
         tried.append(f"an offline weights package (none known for {arch}; known: {sorted(OFFLINE_PACKAGES)})")
     hub = "torchvision hub" if _torchvision_name(arch) is not None else "timm hub"
@@ -173,7 +179,8 @@ def resolve_pretrained(arch: str, weights_file: str | Path | None = None, allow_
     else:
         tried.append(f"the {hub} (disabled)")
     raise WeightsNotFound(
-        f"no pretrained weights for {arch}. Tried: " + "; ".join(tried)
+        f"no pretrained weights for {arch}. Tried: "
+        + "; ".join(tried)
         + ". Provide a .safetensors or state-dict file via weights_file, or set pretrained: false."
     )
 
@@ -283,7 +290,9 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
     in_head = {id(m) for head in _head_modules(model) for m in head.modules()}
     for module in model.modules():
         # _NormBase: BatchNorm (incl. timm's BatchNormAct) and InstanceNorm, the layers with running stats
-        if id(module) in in_head or not (isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats):
+        if id(module) in in_head or not (
+            isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats
+        ):
             continue
         hook = module.__dict__.pop("_imgclf_hold_eval", None)
         if hook is not None:

@@ -17,7 +17,11 @@ def _shape_value(value: Any) -> bool:
         return False
     if isinstance(value, int):
         return True
-    return isinstance(value, (tuple, list)) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return (
+        isinstance(value, (tuple, list))
+        and bool(value)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
 
 
 def structure_of(model: nn.Module, reference: nn.Module) -> dict[str, dict[str, Any]]:
@@ -27,7 +31,9 @@ def structure_of(model: nn.Module, reference: nn.Module) -> dict[str, dict[str, 
     structure: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
         if name not in ref:
-            raise ValueError(f"module {name!r} ({type(module).__name__}) is not in the architecture as built; cannot describe it")
+            raise ValueError(
+                f"module {name!r} ({type(module).__name__}) is not in the architecture as built; cannot describe it"
+            )
         diff = {
             attr: list(value) if isinstance(value, tuple) else value
             for attr, value in vars(module).items()
@@ -44,11 +50,15 @@ def apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]], stat
     modules = dict(model.named_modules())
     for name, attrs in structure.items():
         if name not in modules:
-            raise ValueError(f"the bundle's structure names module {name!r}, which {type(model).__name__} does not have")
+            raise ValueError(
+                f"the bundle's structure names module {name!r}, which {type(model).__name__} does not have"
+            )
         module = modules[name]
         for attr, value in attrs.items():
             if not hasattr(module, attr):
-                raise ValueError(f"the bundle's structure sets {name}.{attr}, which {type(module).__name__} does not have")
+                raise ValueError(
+                    f"the bundle's structure sets {name}.{attr}, which {type(module).__name__} does not have"
+                )
             setattr(module, attr, tuple(value) if isinstance(getattr(module, attr), tuple) else value)
     for key, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
         saved = state_dict.get(key)
@@ -57,4 +67,8 @@ def apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]], stat
         owner_name, _, attr = key.rpartition(".")
         owner = model.get_submodule(owner_name)
         empty = torch.empty(tuple(saved.shape), dtype=tensor.dtype)
-        setattr(owner, attr, nn.Parameter(empty, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty)
+        setattr(
+            owner,
+            attr,
+            nn.Parameter(empty, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty,
+        )

@@ -46,7 +46,9 @@ class TrainedModel:
     def build(self, drop_rate: float = 0.0) -> nn.Module:
         """A torch module in eval mode with these weights (no pretrained lookup: the weights are here)."""
         image_size = self.preprocess.image_size
-        model, _, _ = create(self.arch, len(self.class_names), pretrained=False, drop_rate=drop_rate, image_size=image_size)
+        model, _, _ = create(
+            self.arch, len(self.class_names), pretrained=False, drop_rate=drop_rate, image_size=image_size
+        )
         if self.structure:
             apply_structure(model, self.structure, self.state_dict)
         model.load_state_dict(self.state_dict)
@@ -61,7 +63,7 @@ class TrainedModel:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "TrainedModel":
+    def load(cls, directory: str | Path) -> TrainedModel:
         directory = Path(directory)
         spec = read_spec(directory)
         if spec is None:

@@ -7,6 +7,7 @@ new-style service for a legacy one and dies on start ("'Service' object has no a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,7 +52,17 @@ def serve_command(model_dir: str | Path, version: str, host: str, port: int) -> 
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     bentoml = str(Path(sys.executable).with_name("bentoml"))
-    cmd = [bentoml, "serve", "imgclf.serving.service:ImageClassifier", "--host", host, "--port", str(port), "--working-dir", package_root]
+    cmd = [
+        bentoml,
+        "serve",
+        "imgclf.serving.service:ImageClassifier",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--working-dir",
+        package_root,
+    ]
     return cmd, env
 
 
@@ -79,7 +90,9 @@ def start(model_dir: str | Path, model_uri: str, version: str, config: DeployCon
     log_file.parent.mkdir(parents=True, exist_ok=True)
     cmd, env = serve_command(model_dir, version, config.host, config.port)
     with open(log_file, "ab") as log:
-        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     url = f"http://{config.host}:{config.port}"
     try:
         wait_ready(url, config.ready_timeout_s, process)
@@ -123,10 +136,8 @@ def stop(pid: int, timeout_s: float = 20) -> None:
             except ProcessLookupError:
                 return
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def stop_recorded(port: int) -> bool:

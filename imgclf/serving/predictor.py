@@ -30,7 +30,7 @@ class Predictor:
         self.model_version = model_version
 
     @classmethod
-    def from_path(cls, path: str | Path, model_version: str | None = None) -> "Predictor":
+    def from_path(cls, path: str | Path, model_version: str | None = None) -> Predictor:
         """A bundle folder (the ONNX file its spec says to serve, default model.onnx) or an .onnx file."""
         path = Path(path)
         return cls(path / serving_model(path) if path.is_dir() else path, model_version or "local")
@@ -44,4 +44,9 @@ class Predictor:
         probs /= probs.sum()
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
         top = [{"label": self.class_names[i], "confidence": float(probs[i])} for i in order]
-        return {"label": top[0]["label"], "confidence": top[0]["confidence"], "top_k": top, "model_version": self.model_version}
+        return {
+            "label": top[0]["label"],
+            "confidence": top[0]["confidence"],
+            "top_k": top,
+            "model_version": self.model_version,
+        }

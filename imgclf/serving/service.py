@@ -17,7 +17,6 @@ from imgclf.serving.deployment import MODEL_DIR_ENV, MODEL_VERSION_ENV
 from imgclf.serving.predictor import MAX_UPLOAD_BYTES, Predictor
 
 
-
 @bentoml.service(name="imgclf", workers=1, traffic={"timeout": 30})
 class ImageClassifier:
     def __init__(self) -> None:
@@ -34,5 +33,6 @@ class ImageClassifier:
         try:
             return self.predictor.predict(image.read_bytes(), top_k=top_k)
         except ImageRejected as exc:
-            return JSONResponse({"error": f"the upload is not a usable image: {exc.reason}: {exc.detail}"}, status_code=400)
-
+            return JSONResponse(
+                {"error": f"the upload is not a usable image: {exc.reason}: {exc.detail}"}, status_code=400
+            )
