@@ -216,9 +216,8 @@ def grad_cam(
     with _eval_mode(model), _hooks([layer.register_forward_hook(keep)]), torch.enable_grad():
         for start in range(0, n, batch_size):
             captured.clear()
-            x = (
-                model_input(images[start : start + batch_size], spec, device).contiguous().requires_grad_(True)
-            )  # so the map needs grad even with frozen weights
+            # requires_grad: the map needs a gradient even when every weight is frozen
+            x = model_input(images[start : start + batch_size], spec, device).contiguous().requires_grad_(True)
             logits = model(x)
             if not captured or captured[-1] is None or captured[-1].ndim != 4:
                 got = "nothing" if not captured or captured[-1] is None else f"shape {tuple(captured[-1].shape)}"
@@ -230,23 +229,32 @@ def grad_cam(
                 raise GradCamUnsupported(
                     f"model {model_label(model)} returned logits of shape {tuple(logits.shape)}, not (N, classes)"
                 )
-            batch_classes = (
-                logits.argmax(1)
-                if class_indices is None
-                else torch.from_numpy(np.ascontiguousarray(classes[start : start + len(x)])).to(logits.device)
-            )
-            if int(batch_classes.max()) >= logits.shape[1] or int(batch_classes.min()) < 0:
-                raise ValueError(f"class index out of range for {logits.shape[1]} classes")
-            score = logits.gather(1, batch_classes.view(-1, 1)).sum()  # eval mode: images are independent
+            wanted = None if class_indices is None else classes[start : start + len(x)]
+            score = logits.gather(1, _batch_classes(logits, wanted).view(-1, 1)).sum()  # eval mode: images independent
             (grad,) = torch.autograd.grad(score, act)
-            act, grad = _channels_first(act.detach().float(), model), _channels_first(grad.float(), model)
-            weights = grad.mean(dim=(2, 3), keepdim=True)
-            cam = torch.relu((weights * act).sum(dim=1, keepdim=True))
-            cam = nn.functional.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-            peak = cam.flatten(1).amax(1).view(-1, 1, 1)
-            cam = torch.where(peak > 0, cam / torch.where(peak > 0, peak, torch.ones_like(peak)), torch.zeros_like(cam))
-            heatmaps.append(cam.clamp(0, 1).cpu().numpy().astype(np.float32))
+            heatmaps.append(_normalised_cam(act, grad, model, (height, width)))
     return np.concatenate(heatmaps)
+
+
+def _batch_classes(logits: torch.Tensor, wanted: np.ndarray | None) -> torch.Tensor:
+    """The class each image's map explains: the one asked for, else the predicted one."""
+    if wanted is None:
+        return logits.argmax(1)
+    chosen = torch.from_numpy(np.ascontiguousarray(wanted)).to(logits.device)
+    if int(chosen.max()) >= logits.shape[1] or int(chosen.min()) < 0:
+        raise ValueError(f"class index out of range for {logits.shape[1]} classes")
+    return chosen
+
+
+def _normalised_cam(act: torch.Tensor, grad: torch.Tensor, model: nn.Module, size: tuple[int, int]) -> np.ndarray:
+    """ReLU of the gradient-weighted channel sum, at the images' size, scaled so each map peaks at 1."""
+    act, grad = _channels_first(act.detach().float(), model), _channels_first(grad.float(), model)
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * act).sum(dim=1, keepdim=True))
+    cam = nn.functional.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).view(-1, 1, 1)
+    cam = torch.where(peak > 0, cam / torch.where(peak > 0, peak, torch.ones_like(peak)), torch.zeros_like(cam))
+    return cam.clamp(0, 1).cpu().numpy().astype(np.float32)
 
 
 def overlay(image_uint8_hwc: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
