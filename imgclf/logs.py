@@ -68,21 +68,21 @@ def progress(
 class _Demote(logging.Filter):
     """Turn matching records into DEBUG records, kept only where DEBUG is enabled."""
 
-    def __init__(self, logger: logging.Logger, level: int, path_part: str, message_start: str) -> None:
+    def __init__(self, logger: logging.Logger, level: int, path_part: str, message_part: str) -> None:
         super().__init__()
-        self.logger, self.level, self.path_part, self.message_start = logger, level, path_part, message_start
+        self.logger, self.level, self.path_part, self.message_part = logger, level, path_part, message_part
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != self.level or self.path_part not in record.pathname.replace("\\", "/"):
             return True
-        if not str(record.msg).startswith(self.message_start):
+        if self.message_part not in record.getMessage():
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return self.logger.isEnabledFor(logging.DEBUG)
 
 
-# (logger name, level, part of the emitting file's path, start of the message): routine details
-# that libraries log at INFO, or warn about when nothing is wrong
+# (logger name, level, part of the emitting file's path, part of the message): routine details that
+# libraries log at INFO, or warn about when nothing is wrong
 _CHATTER = (
     ("", logging.INFO, "/onnxruntime/quantization/", ""),  # one line per re-scaled weight while quantising
     # ZenML's MLflow tracker tries to switch off autologging for fastai, which is not installed
@@ -93,13 +93,16 @@ _CHATTER = (
         "Failed to disable MLflow autologging",
     ),
     ("great_expectations.data_context.types.base", logging.INFO, "", "Created temporary directory"),
+    # MLflow asks for type hints on the registry wrapper's predict; it takes image bytes, which its
+    # type-hint signatures do not describe (a warning, routed to logging where ZenML captures warnings)
+    ("py.warnings", logging.WARNING, "", "Add type hints to the `predict` method"),
 )
 
 
 def quiet_third_party() -> None:
     """Send known third-party chatter to the debug log: it shows only when debug logging is on
     (ZENML_LOGGING_VERBOSITY=DEBUG), and never crowds the console. Safe to call more than once."""
-    for name, level, path_part, message_start in _CHATTER:
+    for name, level, path_part, message_part in _CHATTER:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Demote) for f in logger.filters):
-            logger.addFilter(_Demote(logger, level, path_part, message_start))
+            logger.addFilter(_Demote(logger, level, path_part, message_part))

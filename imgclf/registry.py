@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +38,7 @@ def register_bundle(bundle_dir: str | Path, name: str, tags: dict[str, str] | No
     import mlflow
 
     requirements = ["onnxruntime", "numpy", "pillow"]
-    with _active_run(), warnings.catch_warnings():
-        # the wrapper takes image bytes, which MLflow's type-hint signatures do not describe
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
+    with _active_run():
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),

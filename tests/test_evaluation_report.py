@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
+from conftest import ROOT
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate.champion import Champion
 from imgclf.evaluate.evaluation import EvaluationConfig, evaluate_model

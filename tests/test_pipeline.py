@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 import requests
+
 from conftest import SESSION_MLFLOW_URI, fast_pipeline_run
 
 pytestmark = pytest.mark.integration

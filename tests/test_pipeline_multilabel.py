@@ -8,6 +8,7 @@ import csv
 import shutil
 
 import pytest
+
 from conftest import fast_pipeline_run
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ import urllib.request
 import numpy as np
 import pytest
 import requests
-from conftest import free_port
 from PIL import Image
 
+from conftest import free_port
 from imgclf import paths
 from imgclf.bundle import ONNX_FILE
 from imgclf.data.decode import ImageRejected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import runpy
 
 import pytest
+
 from conftest import ROOT
 
 pytestmark = pytest.mark.integration

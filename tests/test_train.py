@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
 
+from conftest import ROOT
 from imgclf.augment.policy import AugmentPolicy
 from imgclf.data.ingest import ingest_folder
 from imgclf.data.split import SplitConfig, stratified_split
