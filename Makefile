@@ -42,8 +42,8 @@ run: setup data
 test: setup
 	$(BIN)/pytest
 
-test-fast: setup  # the unit subset: no whole pipeline runs, no servers
-	$(BIN)/pytest -m "not integration and not service"
+test-fast: setup  # the unit subset: no whole pipeline runs, no servers, no extra training processes
+	$(BIN)/pytest -m "not integration and not service and not slow"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .

@@ -205,6 +205,7 @@ def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(digits_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reference = subprocess.run(
@@ -236,6 +237,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(digits_dir, tmp_path)
     assert b.info["best_val_score"] == pytest.approx(a.info["best_val_score"], abs=0.02)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_hold_identical_weights(digits_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     torchrun = str(Path(sys.executable).with_name("torchrun"))
