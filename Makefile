@@ -20,12 +20,12 @@ $(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24" 2>&1 | $(PIP_QUIET)
 	$(BIN)/pip install -q -r requirements.txt -c requirements.lock 2>&1 | $(PIP_QUIET)
-	$(BIN)/pip install -q --no-deps -e . 2>&1 | $(PIP_QUIET)
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q --no-deps -e . 2>&1 | $(PIP_QUIET)  # no editable-install banner
 	grep -q "infra/env.sh" $(VENV)/bin/activate || echo 'source "$(CURDIR)/infra/env.sh"' >> $(VENV)/bin/activate
 	touch $@
 
 .zen: $(VENV)/.installed
-	$(BIN)/zenml init
+	$(BIN)/zenml init >/dev/null  # its banner; errors still reach stderr
 
 .state/.stack-ready: $(VENV)/.installed .zen infra/local_stack.py
 	$(BIN)/python infra/local_stack.py
