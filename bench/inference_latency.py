@@ -39,7 +39,7 @@ from imgclf.data.decoded import DecodedSplits
 from imgclf.data.digits import write_digits
 from imgclf.data.prepare import prepare_data
 from imgclf.data.split import SplitConfig
-from imgclf.export.exporter import ExportConfig, calibration_sample
+from imgclf.export.exporter import ExportConfig, ExportImages
 from imgclf.export.folder import FolderReport, export_folder
 from imgclf.export.int8_report import recipe_table_markdown
 from imgclf.export.runtimes import ORT_FP32, runtime_table
@@ -96,16 +96,7 @@ def run(arch: str, split, args, scratch: Path) -> str:
     watch = CpuWatch()
     started = time.perf_counter()
     with watch():
-        report = export_folder(
-            trained,
-            scratch / arch,
-            calibration_sample(data.train.images),
-            data.val.images,
-            data.val.targets,
-            export_config,
-            test_images=data.test.images,
-            test_labels=data.test.targets,
-        )
+        report = export_folder(trained, scratch / arch, ExportImages.from_splits(data), export_config)
     export_s = time.perf_counter() - started
 
     checked = report.checked

@@ -5,7 +5,7 @@ from zenml.logger import get_logger
 
 from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
-from imgclf.export.exporter import ExportConfig, ExportedModel, calibration_sample, export_checked
+from imgclf.export.exporter import ExportConfig, ExportedModel, ExportImages, export_checked
 from imgclf.models.trained import TrainedModel
 
 logger = get_logger(__name__)
@@ -19,15 +19,7 @@ def quantize(
     of train images, chosen on val (the test split stays untouched by the choice), timed against fp32
     here; INT8 ships only if a recipe won."""
     data = DecodedSplits(manifest, model.preprocess, model.class_names)
-    exported, search = export_checked(
-        model,
-        calibration_sample(data.train.images),
-        data.val.images,
-        data.val.targets,
-        config,
-        test_images=data.test.images,
-        test_labels=data.test.targets,
-    )
+    exported, search = export_checked(model, ExportImages.from_splits(data), config)
     report = exported.report
     int8 = (
         f"; INT8 top-1 agreement {report.test_int8_top1_agreement:.4f}, "

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, read_onnx_metadata, serving_model, set_serving_model
 from imgclf.data.cache import decoded_images
 from imgclf.export import exporter
-from imgclf.export.exporter import ExportConfig, ExportedModel, export_checked
+from imgclf.export.exporter import ExportConfig, ExportedModel, ExportImages, export_checked
 from imgclf.export.int8_report import recipe_table_markdown
 from imgclf.export.int8_search import NO_RECIPE, search_int8
 from imgclf.export.onnx import export_onnx, onnx_logits, parity
@@ -180,17 +180,23 @@ def test_speeds_within_noise_are_a_tie_that_accuracy_breaks(data):
     assert [r.why for r in rows if not r.chosen] == ["qualifies; another recipe was chosen"]
 
 
+def _where_per_tensor_int8_flips(fp32: bytes, calibration: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray]:
+    """Noise images on which per-tensor INT8's top-1 differs from fp32's, and fp32's answers there."""
+    noise = np.random.default_rng(0).integers(0, 256, (512, spec.image_size, spec.image_size, 3), dtype=np.uint8)
+    fp32_top1 = onnx_logits(fp32, noise, spec).argmax(1)
+    differs = fp32_top1 != onnx_logits(quantize_int8(fp32, calibration, spec, PER_TENSOR), noise, spec).argmax(1)
+    assert differs.any(), "INT8 agreed with fp32 on all 512 noise images: nothing flips to test with"
+    return noise[differs], fp32_top1[differs]
+
+
 def test_a_recipe_that_flips_images_loses_even_when_accuracy_holds(data):
     """The test images, plus noise images on which per-tensor INT8 disagrees with fp32 (whether a real
     test image flips depends on the CPU's INT8 kernels): with any accuracy drop allowed, agreement alone
     must reject the recipes that flip."""
     trained, fp32, calibration, images, labels, _ = data
     spec = trained.preprocess
-    noise = np.random.default_rng(0).integers(0, 256, (512, spec.image_size, spec.image_size, 3), dtype=np.uint8)
-    fp32_top1 = onnx_logits(fp32, noise, spec).argmax(1)
-    differs = fp32_top1 != onnx_logits(quantize_int8(fp32, calibration, spec, PER_TENSOR), noise, spec).argmax(1)
-    assert differs.any(), "INT8 agreed with fp32 on all 512 noise images: nothing flips to test with"
-    images, labels = np.concatenate([images, noise[differs]]), np.concatenate([labels, fp32_top1[differs]])
+    flipped, fp32_answers = _where_per_tensor_int8_flips(fp32, calibration, spec)
+    images, labels = np.concatenate([images, flipped]), np.concatenate([labels, fp32_answers])
     fast, _ = fake_measure({"fp32": 100.0, PER_CHANNEL.name: 300.0, PER_TENSOR.name: 300.0})
     search = search_int8(
         fp32,
@@ -239,14 +245,9 @@ def test_an_inaccurate_recipe_loses_however_fast(data):
     accuracy drop is 1.0: it must be rejected although the clock says it is 10x faster."""
     trained, fp32, calibration, _, _, _ = data
     spec = trained.preprocess
-    noise = np.random.default_rng(0).integers(0, 256, (512, spec.image_size, spec.image_size, 3), dtype=np.uint8)
-    fp32_top1 = onnx_logits(fp32, noise, spec).argmax(1)
-    differs = fp32_top1 != onnx_logits(quantize_int8(fp32, calibration, spec, PER_TENSOR), noise, spec).argmax(1)
-    assert differs.any(), "INT8 agreed with fp32 on all 512 noise images: no accuracy gap to test with"
+    flipped, fp32_answers = _where_per_tensor_int8_flips(fp32, calibration, spec)
     measure, _ = fake_measure({"fp32": 100.0, PER_TENSOR.name: 1000.0})
-    search = search_int8(
-        fp32, calibration, noise[differs], fp32_top1[differs], spec, candidates=[PER_TENSOR], measure=measure
-    )
+    search = search_int8(fp32, calibration, flipped, fp32_answers, spec, candidates=[PER_TENSOR], measure=measure)
     (row,) = search.report().recipes
     assert row.accuracy_drop == pytest.approx(1.0) and row.speedup == pytest.approx(10.0)
     assert search.chosen is None and row.why == "accuracy drop 1.0000 > tolerance 0.01"
@@ -256,16 +257,8 @@ def test_held_out_split_reports_parity_and_int8_agreement(data):
     trained, _, calibration, images, labels, reference = data
     half = len(images) // 2  # choose on the first half, report on the second
     config = ExportConfig(candidates=[PER_CHANNEL], tolerance=0.1, min_agreement=0.0)
-    exported, _ = export_checked(
-        trained,
-        calibration,
-        images[:half],
-        labels[:half],
-        config,
-        fake_measure({"fp32": 100.0, PER_CHANNEL.name: 300.0})[0],
-        images[half:],
-        labels[half:],
-    )
+    split = ExportImages(calibration, images[:half], labels[:half], images[half:], labels[half:])
+    exported, _ = export_checked(trained, split, config, fake_measure({"fp32": 100.0, PER_CHANNEL.name: 300.0})[0])
     report = exported.report
     assert report.eval_images == half and report.test_images == len(images) - half
     assert report.test_onnx_max_abs_logit_diff < 1e-3 and report.test_onnx_top1_agreement == 1.0
@@ -284,10 +277,16 @@ def test_bundle_serves_int8_only_when_chosen(data, tmp_path):
     trained, _, calibration, images, labels, _ = data
     config = ExportConfig(candidates=[PER_TENSOR], tolerance=0.1, min_agreement=0.0)
     lost, _ = export_checked(
-        trained, calibration, images, labels, config, fake_measure({"fp32": 100.0, PER_TENSOR.name: 50.0})[0]
+        trained,
+        ExportImages(calibration, images, labels),
+        config,
+        fake_measure({"fp32": 100.0, PER_TENSOR.name: 50.0})[0],
     )
     won, _ = export_checked(
-        trained, calibration, images, labels, config, fake_measure({"fp32": 100.0, PER_TENSOR.name: 300.0})[0]
+        trained,
+        ExportImages(calibration, images, labels),
+        config,
+        fake_measure({"fp32": 100.0, PER_TENSOR.name: 300.0})[0],
     )
     assert lost.onnx_int8 is None and lost.serving_file == ONNX_FILE and lost.report.serve == "fp32"
     assert (

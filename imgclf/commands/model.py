@@ -87,7 +87,7 @@ def export(args: argparse.Namespace) -> int:
     """Bundle -> ONNX fp32, the INT8 recipe that wins on this machine, TorchScript, OpenVINO IR, JSON report."""
     from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE, SPEC_FILE, set_serving_model
     from imgclf.data.decoded import DecodedSplits
-    from imgclf.export.exporter import ExportConfig, calibration_sample
+    from imgclf.export.exporter import ExportConfig, ExportImages
     from imgclf.export.folder import export_folder
     from imgclf.export.int8_report import RECIPES_FILE
     from imgclf.export.runtimes import ORT_FP32, runtime_table
@@ -114,16 +114,7 @@ def export(args: argparse.Namespace) -> int:
     flags = {"tolerance": args.tolerance, "min_speedup": args.min_speedup}
     config = ExportConfig(**{k: v for k, v in flags.items() if v is not None})
     out = Path(args.out)
-    report = export_folder(
-        trained,
-        out,
-        calibration_sample(data.train.images),
-        data.val.images,
-        data.val.targets,
-        config,
-        test_images=data.test.images,
-        test_labels=data.test.targets,
-    )
+    report = export_folder(trained, out, ExportImages.from_splits(data), config)
     if (out / SPEC_FILE).is_file():  # exported into the bundle itself: it now serves what the export chose
         set_serving_model(out, ONNX_INT8_FILE if report.checked.serve == "int8" else ONNX_FILE)
     print((out / RECIPES_FILE).read_text())

@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE
+from imgclf.data.decoded import DecodedSplits
 from imgclf.export.int8_report import Int8SearchReport
 from imgclf.export.int8_search import Int8Search, Measure, decisions, matches, search_int8
 from imgclf.export.onnx import Parity, export_onnx, onnx_logits, parity
@@ -121,21 +122,40 @@ class ExportedModel:
         return ONNX_FILE if self.onnx_int8 is None else ONNX_INT8_FILE
 
 
+@dataclass(frozen=True)
+class ExportImages:
+    """What an export is checked on: a calibration sample of training images, the labelled images that
+    choose the INT8 recipe and check every fp32 format, and optionally a held-out split on which
+    parity is reported untouched by that choice. uint8 (N, H, W, 3) at the model's spec."""
+
+    calibration: np.ndarray
+    eval_images: np.ndarray
+    eval_labels: np.ndarray
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+    @classmethod
+    def from_splits(cls, data: DecodedSplits) -> ExportImages:
+        """A sample of train calibrates, val chooses and checks, test reports."""
+        return cls(
+            calibration_sample(data.train.images),
+            data.val.images,
+            data.val.targets,
+            data.test.images,
+            data.test.targets,
+        )
+
+
 def export_checked(
-    trained: TrainedModel,
-    calibration_images: np.ndarray,
-    eval_images: np.ndarray,
-    eval_labels: np.ndarray,
-    config: ExportConfig = ExportConfig(),
-    measure: Measure | None = None,
-    test_images: np.ndarray | None = None,
-    test_labels: np.ndarray | None = None,
+    trained: TrainedModel, images: ExportImages, config: ExportConfig = ExportConfig(), measure: Measure | None = None
 ) -> tuple[ExportedModel, Int8Search]:
-    """fp32 ONNX checked against torch, then the INT8 search (calibrated on `calibration_images`,
-    chosen on the labelled `eval_images`). With `test_images`, parity and the chosen INT8's agreement
-    and accuracy drop are also reported on that held-out split, which played no part in the choice.
-    The ExportedModel holds INT8 only when a recipe won."""
+    """fp32 ONNX checked against torch, then the INT8 search (calibrated on `images.calibration`,
+    chosen on the labelled `images.eval_images`). With test images, parity and the chosen INT8's
+    agreement and accuracy drop are also reported on that held-out split, which played no part in the
+    choice. The ExportedModel holds INT8 only when a recipe won."""
     spec = trained.preprocess
+    calibration_images, eval_images, eval_labels = images.calibration, images.eval_images, images.eval_labels
+    test_images, test_labels = images.test_images, images.test_labels
     fp32 = export_onnx(trained)
     network = trained.build()
     _, onnx_parity, torch_accuracy = _checked_fp32(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from imgclf.bundle import EXPORT_REPORT_FILE, ONNX_FILE, ONNX_INT8_FILE
-from imgclf.export.exporter import ExportConfig, ExportReport, check_parity, export_checked
+from imgclf.export.exporter import ExportConfig, ExportImages, ExportReport, check_parity, export_checked
 from imgclf.export.int8_report import RECIPES_FILE, recipe_table_markdown
 from imgclf.export.int8_search import Int8Search, Measure
 from imgclf.export.onnx import Parity, cpu_session, onnx_logits, parity
@@ -124,13 +124,9 @@ def _write_openvino(
 def export_folder(
     trained: TrainedModel,
     out: str | Path,
-    calibration_images: np.ndarray,
-    eval_images: np.ndarray,
-    eval_labels: np.ndarray,
+    images: ExportImages,
     config: ExportConfig = ExportConfig(),
     measure: Measure | None = None,
-    test_images: np.ndarray | None = None,
-    test_labels: np.ndarray | None = None,
 ) -> FolderReport:
     """Write model.onnx, model.int8.onnx, model.torchscript.pt, model.xml/.bin (with openvino),
     int8_recipes.md and export_report.json to `out`; return the report.
@@ -143,9 +139,8 @@ def export_folder(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = trained.preprocess
-    exported, search = export_checked(
-        trained, calibration_images, eval_images, eval_labels, config, measure, test_images, test_labels
-    )
+    exported, search = export_checked(trained, images, config, measure)
+    eval_images, eval_labels = images.eval_images, images.eval_labels
     (out / ONNX_FILE).write_bytes(exported.onnx)
     torch_model = trained.build()
     reference = predict_logits(torch_model, eval_images, spec)
