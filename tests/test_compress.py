@@ -192,7 +192,7 @@ def test_distillation_trains_a_smaller_student_and_at_alpha_zero_is_training_alo
     # with no teacher term, the loss hook must leave training exactly as it is without one
     data = compression_data(split, teacher)
     plain = config.model_copy(update={"alpha": 0.0})
-    no_soft = train_student(teacher, data, teacher.class_names, student_config(teacher, plain), plain, AugmentPolicy())
+    no_soft = train_student(teacher, data, student_config(teacher, plain), plain, AugmentPolicy())
     assert all(torch.equal(no_soft.state_dict[k], alone.state_dict[k]) for k in alone.state_dict)
 
 

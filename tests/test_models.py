@@ -194,3 +194,11 @@ def test_frozen_backbone_trains_only_the_head_then_unfreezes(arch):
     step()
     changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
     assert any(k.endswith("running_mean") for k in changed) and len(changed - head_names) > len(head_names)
+
+
+@pytest.mark.parametrize(("arch", "pretrained"), [("tf_efficientnet_lite0", True), ("resnet10t", False)])
+def test_normalisation_is_what_create_returns_without_building_anything(arch, pretrained):
+    from imgclf.models.factory import normalisation
+
+    _, mean, std = create(arch, num_classes=3, pretrained=pretrained)
+    assert normalisation(arch, pretrained) == (mean, std)

@@ -28,7 +28,7 @@ from imgclf.augment.policy import AugmentPolicy
 from imgclf.compress.figures import ModelFigures, compression_data, figures_table, measure_models
 from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
-from imgclf.models.factory import create
+from imgclf.models.factory import normalisation
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
 from imgclf.train.config import TrainConfig
@@ -161,7 +161,6 @@ def student_config(teacher: TrainedModel, config: DistillConfig) -> TrainConfig:
 def train_student(
     teacher: TrainedModel | None,
     data: DecodedSplits,
-    class_names: list[str],
     train_config: TrainConfig,
     config: DistillConfig,
     policy: AugmentPolicy,
@@ -169,14 +168,7 @@ def train_student(
     """The student trained with the teacher's soft targets, or alone when `teacher` is None."""
     loss_fn = None
     if teacher is not None:
-        # the normalisation fit() will give the student: create() with fit's own arguments decides it
-        _, mean, std = create(
-            train_config.arch,
-            len(class_names),
-            pretrained=train_config.pretrained,
-            weights_file=train_config.weights_file,
-            image_size=train_config.image_size,
-        )
+        mean, std = normalisation(train_config.arch, train_config.pretrained, train_config.weights_file)
         student_spec = PreprocessSpec(
             image_size=train_config.image_size, resize_mode=train_config.resize_mode, mean=mean, std=std
         )
@@ -205,10 +197,9 @@ def distill(
     same student alone unless `config.baseline` is off, and measure all of them on the test rows.
     Returns (distilled student, student alone or None, report)."""
     data = compression_data(split, teacher)
-    class_names = list(teacher.class_names)
     train_config = student_config(teacher, config)
-    distilled = train_student(teacher, data, class_names, train_config, config, policy)
-    alone = train_student(None, data, class_names, train_config, config, policy) if config.baseline else None
+    distilled = train_student(teacher, data, train_config, config, policy)
+    alone = train_student(None, data, train_config, config, policy) if config.baseline else None
 
     bundles = [teacher, distilled] + ([alone] if alone is not None else [])
     figures = measure_models(

