@@ -8,6 +8,8 @@ import argparse
 import sys
 
 from imgclf.commands import model, registry, serve, train
+from imgclf.data.archive import ArchiveError
+from imgclf.data.ingest import DataSourceError
 
 
 def _compress_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
@@ -178,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:  # progress and results as plain lines (a host app's logging is left alone)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_third_party()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (DataSourceError, ArchiveError) as exc:  # the data given cannot be used: say which, no traceback
+        raise SystemExit(f"imgclf {args.command}: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -14,6 +14,14 @@ def test_serve_refuses_a_bundle_without_onnx_and_says_how_to_export(small_model,
         main(["serve", "--model", str(bundle)])
     with pytest.raises(SystemExit, match="does not exist"):
         main(["serve", "--model", str(tmp_path / "nowhere")])
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(SystemExit, match=r"notes\.txt is not an \.onnx file"):
+        main(["serve", "--model", str(tmp_path / "notes.txt")])
+
+
+def test_data_that_cannot_be_read_is_a_clear_error_not_a_traceback(tmp_path):
+    with pytest.raises(SystemExit, match=r"^imgclf train: data source .*nowhere does not exist$"):
+        main(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bundle")])
 
 
 def test_train_records_its_data_so_export_needs_no_data_flag_and_the_bundle_then_serves(
@@ -42,3 +50,11 @@ def test_train_records_its_data_so_export_needs_no_data_flag_and_the_bundle_then
     assert report["eval_images"] == len(val) > 0
     assert serving_model(bundle) == ("model.int8.onnx" if report["serve"] == "int8" else "model.onnx")
     check_servable(bundle)  # what `imgclf serve --model <bundle>` checks before starting the server
+
+    moved = digits_dir.parent / "moved_away"
+    digits_dir.rename(moved)  # the recorded source is gone: the command says so and what to pass
+    try:
+        with pytest.raises(SystemExit, match=r"^imgclf prune: .*the source the bundle records\); pass --data"):
+            main(["prune", str(bundle), "--out", str(tmp_path / "pruned")])
+    finally:
+        moved.rename(digits_dir)

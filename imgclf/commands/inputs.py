@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgclf.augment.policy import AugmentPolicy
+from imgclf.data.ingest import DataSourceError
 from imgclf.data.manifest import DatasetManifest
 from imgclf.data.prepare import PreparedData, prepare_data
 from imgclf.data.split import SplitConfig
@@ -35,12 +36,18 @@ def model_split(
             "(the bundle records no data source; `imgclf train` records one)"
         )
     recorded = trained.info.get("split_config")
-    split = (
-        SplitConfig(**recorded) if recorded else SplitConfig(seed=trained.info.get("train_config", {}).get("seed", 42))
-    )
+    train_seed = trained.info.get("train_config", {}).get("seed", SplitConfig().seed)
+    split = SplitConfig(**recorded) if recorded else SplitConfig(seed=train_seed)
     if split_seed is not None:
         split = split.model_copy(update={"seed": split_seed})
-    return prepare(source, split).manifest
+    try:
+        return prepare(source, split).manifest
+    except DataSourceError as exc:
+        if data:
+            raise
+        raise SystemExit(
+            f"imgclf {command}: {exc} (the source the bundle records); pass --data with its new place"
+        ) from None
 
 
 def settings(config_file: str | None, flags: dict) -> dict:

@@ -36,8 +36,12 @@ def check_servable(model: Path) -> None:
     """The service runs an ONNX file; without one BentoML's worker would fail and restart over and over."""
     from imgclf.bundle import serving_model
 
+    if model.is_file() and model.suffix != ".onnx":
+        raise SystemExit(
+            f"imgclf serve: {model} is not an .onnx file (give a bundle folder, an .onnx file or a models:/ URI)"
+        )
     onnx = model / serving_model(model) if model.is_dir() else model
-    if onnx.suffix != ".onnx" or not onnx.is_file():
+    if not onnx.is_file():
         raise SystemExit(
             f"imgclf serve: {model} holds no {onnx.name} to serve: the service runs ONNX, and a bundle from "
             f"`imgclf train` holds torch weights only. Export it first: imgclf export {model} --out {model}"
