@@ -17,6 +17,7 @@ from imgclf.export.int8_report import Int8SearchReport
 from imgclf.export.int8_search import Int8Search, Measure, decisions, matches, search_int8
 from imgclf.export.onnx import Parity, export_onnx, onnx_logits, parity
 from imgclf.export.quantize import DEFAULT_CANDIDATES, Int8Recipe
+from imgclf.inference import predict_logits
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
 
@@ -198,8 +199,6 @@ def _checked_fp32(
 ) -> tuple[np.ndarray, Parity, float]:
     """Torch logits on `images`, the fp32 ONNX's parity with them (fails past the limits, naming
     `name`) and torch's accuracy on `labels`."""
-    from imgclf.inference import predict_logits
-
     reference = predict_logits(network, images, spec)
     fp32_parity = parity(reference, onnx_logits(fp32, images, spec))
     check_parity(name, fp32_parity, config, len(images))

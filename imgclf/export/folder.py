@@ -28,6 +28,7 @@ from imgclf.export.openvino_ir import (
 )
 from imgclf.export.runtimes import ORT_FP32, Runtime, RuntimeRow, compare_runtimes
 from imgclf.export.torchscript import export_torchscript, load_torchscript
+from imgclf.inference import predict_logits
 from imgclf.latency import describe_machine, onnx_runner, torch_runner
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
@@ -99,8 +100,6 @@ def _write_torchscript(
     trained: TrainedModel, out: Path, reference: np.ndarray, images: np.ndarray, config: ExportConfig
 ) -> Parity:
     """The TorchScript file, checked against torch's `reference` logits on `images`."""
-    from imgclf.inference import predict_logits
-
     (out / TORCHSCRIPT_FILE).write_bytes(export_torchscript(trained))
     scripted, _, _ = load_torchscript(out / TORCHSCRIPT_FILE)
     result = parity(reference, predict_logits(scripted, images, trained.preprocess))
@@ -134,8 +133,6 @@ def export_folder(
     model.int8.onnx is the chosen recipe, or when none beat fp32 the recipe closest to fp32, written
     for inspection with `"serve": "fp32"` in the report. Every fp32 format must reproduce torch.
     """
-    from imgclf.inference import predict_logits
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = trained.preprocess
