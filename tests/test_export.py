@@ -96,7 +96,7 @@ def test_openvino_ir_carries_metadata_and_matches_torch(data, tmp_path):
 def test_int8_file_keeps_metadata_records_its_recipe_and_runs(data):
     trained, fp32, calibration, images, labels, reference = data
     recipe = Int8Recipe(format="QOperator", calibration="Percentile")
-    int8 = quantize_int8(fp32, calibration[:40], trained.preprocess, recipe)  # 40: one full batch of 32 and a tail
+    int8 = quantize_int8(fp32, calibration[:40], trained.preprocess, recipe)  # 40: full batches and a short one
     proto = onnx.load_from_string(int8)
     assert read_onnx_metadata(int8) == (trained.class_names, trained.preprocess)
     assert Int8Recipe.model_validate_json({p.key: p.value for p in proto.metadata_props}[RECIPE_METADATA_KEY]) == recipe

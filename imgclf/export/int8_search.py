@@ -185,14 +185,13 @@ def _try_recipe(
     pre: Path,
     fp32_onnx: bytes,
     calibration: np.ndarray,
-    batch_size: int,
     reference: _Reference,
     spec: PreprocessSpec,
 ) -> Any:
     """Quantise with the trial's recipe and score it on the reference images; its session, or None
     when quantising or running it failed (the trial records why)."""
     try:
-        trial.model = quantize_prepared(pre, fp32_onnx, calibration, spec, trial.recipe, batch_size)
+        trial.model = quantize_prepared(pre, fp32_onnx, calibration, spec, trial.recipe)
         session = cpu_session(trial.model, spinning=False)
         top1 = decisions(onnx_logits(session, reference.images, spec), reference.labels)
     except Exception as exc:  # a recipe ORT cannot apply to this model is a result, not a crash
@@ -273,7 +272,6 @@ def search_int8(
     candidates: tuple[Int8Recipe, ...] | list[Int8Recipe] = DEFAULT_CANDIDATES,
     measure: Measure | None = None,
     rounds: int = 3,
-    calibration_batch_size: int = 32,
 ) -> Int8Search:
     """Quantise with each candidate (calibrated on `calibration_images`), score it on the labelled
     `eval_images` and time it against the fp32 model, and choose the fastest recipe whose accuracy
@@ -296,7 +294,7 @@ def search_int8(
     runners = {"fp32": onnx_runner(fp32_session, spec)}
     with prepared(fp32_onnx) as pre:
         for number, trial in enumerate(trials, 1):
-            session = _try_recipe(trial, pre, fp32_onnx, calibration_images, calibration_batch_size, reference, spec)
+            session = _try_recipe(trial, pre, fp32_onnx, calibration_images, reference, spec)
             _log_trial(number, len(trials), trial)
             if session is not None:
                 runners[trial.recipe.name] = onnx_runner(session, spec)

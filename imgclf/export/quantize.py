@@ -26,6 +26,7 @@ from imgclf.preprocess import PreprocessSpec
 # (Shape, Ceil, Pad, ...) wrecked EfficientNet-Lite0's top-1 agreement with fp32.
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Clip", "Add")
 RECIPE_METADATA_KEY = "imgclf.int8_recipe"
+CALIBRATION_BATCH_PIXELS = 32 * 112 * 112
 
 
 class Int8Recipe(BaseModel):
@@ -112,17 +113,29 @@ def _check_fp32_nodes(pre: Path, recipe: Int8Recipe) -> None:
         )
 
 
+def calibration_batch_size(image_size: int) -> int:
+    """Images per calibration batch: as many pixels as 32 images at 64 px, at any image size. ORT
+    keeps a batch's activations (every one of them for the histogram calibrators), so a batch of 32
+    at 224 px held several GB."""
+    return max(1, min(32, CALIBRATION_BATCH_PIXELS // image_size**2))
+
+
 def _calibration_reader(images: np.ndarray, spec: PreprocessSpec, batch_size: int):
-    """ORT's CalibrationDataReader over `images`, normalised as the service does it. Full batches only
-    (one short batch when there are fewer images): the histogram calibrators (Entropy, Percentile)
-    fail on a last batch of another size ("inhomogeneous shape")."""
+    """ORT's CalibrationDataReader over `images`, normalised as the service does it, with the
+    `__len__`/`set_range` that ORT's strided calibration calls to feed it one batch at a time."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    count = len(images) - len(images) % batch_size or len(images)
+    starts = range(0, len(images), batch_size)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._starts = iter(range(0, count, batch_size))
+            self.set_range(0, len(starts))
+
+        def __len__(self) -> int:
+            return len(starts)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._starts = iter(starts[start_index:end_index])
 
         def get_next(self):
             start = next(self._starts, None)
@@ -144,9 +157,12 @@ def _with_metadata(quantised: Path, fp32: bytes, recipe: Int8Recipe) -> bytes:
 
 
 def quantize_prepared(
-    pre: Path, fp32: bytes, calibration_images: np.ndarray, spec: PreprocessSpec, recipe: Int8Recipe, batch_size: int
+    pre: Path, fp32: bytes, calibration_images: np.ndarray, spec: PreprocessSpec, recipe: Int8Recipe
 ) -> bytes:
-    """`quantize_int8` on a model already `prepared`: the search quantises one prepared model many times."""
+    """`quantize_int8` on a model already `prepared`: the search quantises one prepared model many times.
+    Calibration is streamed: ORT's strided calibration (`CalibStridedMinMax`, which every calibrator
+    honours) collects and folds one batch at a time, so memory is bounded by the batch, not by the
+    number of calibration images."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not len(calibration_images):
@@ -158,7 +174,7 @@ def quantize_prepared(
         quantize_static(
             str(pre),
             str(dst),
-            _calibration_reader(calibration_images, spec, batch_size),
+            _calibration_reader(calibration_images, spec, calibration_batch_size(spec.image_size)),
             quant_format=QuantFormat[recipe.format],
             activation_type=types[recipe.activations],
             weight_type=types[recipe.weights],
@@ -166,6 +182,7 @@ def quantize_prepared(
             calibrate_method=CalibrationMethod[recipe.calibration],
             op_types_to_quantize=list(recipe.op_types) if recipe.op_types is not None else None,
             nodes_to_exclude=list(recipe.fp32_nodes) or None,
+            extra_options={"CalibStridedMinMax": 1},
         )
     return _with_metadata(dst, fp32, recipe)
 
@@ -175,9 +192,8 @@ def quantize_int8(
     calibration_images: np.ndarray,
     spec: PreprocessSpec,
     recipe: Int8Recipe = DEFAULT_RECIPE,
-    batch_size: int = 32,
 ) -> bytes:
     """Static INT8 of an `export_onnx` model with one recipe, calibrated on `calibration_images`
     (uint8 (N, H, W, 3)); the file keeps the fp32 file's metadata and records the recipe."""
     with prepared(fp32) as pre:
-        return quantize_prepared(pre, fp32, calibration_images, spec, recipe, batch_size)
+        return quantize_prepared(pre, fp32, calibration_images, spec, recipe)
