@@ -56,7 +56,9 @@ class TrainBatches:
             per_rank_batch,
             augment=BatchAugment.from_policy(policy, spec.image_size),
             seed=config.seed,
-            indices_for_epoch=_rank_share(policy, targets.argmax(1) if multi_label else targets, dist),
+            indices_for_epoch=_rank_share(
+                policy, targets.argmax(1) if multi_label else targets, dist, _epoch_cap(config)
+            ),
             num_workers=config.num_workers,
             drop_last=len(targets) // dist.world_size > per_rank_batch,  # a batch of 1 breaks BatchNorm
         )
@@ -84,11 +86,19 @@ class TrainBatches:
         self.loader.close()
 
 
-def _rank_share(policy: AugmentPolicy, labels: np.ndarray, dist: Dist) -> IndicesForEpoch:
-    """The policy's epoch order (class-balanced when it asks), cut to this rank's share."""
+def _epoch_cap(config: TrainConfig) -> int | None:
+    """Images in an epoch under `max_steps_per_epoch` (all ranks together), or None: no cap."""
+    if config.max_steps_per_epoch is None:
+        return None
+    return config.max_steps_per_epoch * config.batch_size * config.accumulate_steps
+
+
+def _rank_share(policy: AugmentPolicy, labels: np.ndarray, dist: Dist, cap: int | None) -> IndicesForEpoch:
+    """The policy's epoch order (class-balanced when it asks), its first `cap` images when capped
+    (a fresh random subset each epoch), cut to this rank's share."""
 
     def epoch_indices(epoch: int, rng: np.random.Generator) -> np.ndarray:
-        order = policy.epoch_indices(labels, rng)
+        order = policy.epoch_indices(labels, rng)[:cap]
         order = order[: len(order) - len(order) % dist.world_size]  # equal shares: DDP ranks step together
         return order[dist.rank :: dist.world_size]  # each rank a disjoint share of the epoch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,7 +16,9 @@ class TrainConfig(BaseModel):
     arch: str = Field("tf_efficientnet_lite0", description="timm name, or torchvision/<name>")
     pretrained: bool = True
     weights_file: str | None = Field(None, description="local .safetensors/state-dict ImageNet weights")
-    image_size: int = Field(64, ge=8)
+    image_size: Annotated[int, Field(ge=8)] | Literal["auto"] = Field(
+        "auto", description="px; auto: from the source resolution (imgclf.train.budget)"
+    )
     resize_mode: Literal["squash", "center_crop", "letterbox"] = "squash"
     drop_rate: float = Field(0.2, ge=0, lt=1, description="dropout before the new head")
 
@@ -26,10 +28,19 @@ class TrainConfig(BaseModel):
     backbone_lr_scale: float = Field(1.0, gt=0, le=1, description="backbone LR = lr * this (discriminative LRs)")
 
     # optimisation
-    epochs: int = Field(8, ge=1)
+    epochs: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="auto: by the number of training images (imgclf.train.budget)"
+    )
+    max_steps_per_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="cap on optimizer steps per epoch, each epoch a fresh random subset (huge data, smoke runs)",
+    )
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(2e-3, gt=0)
+    lr: Annotated[float, Field(gt=0)] | Literal["find"] = Field(
+        2e-3, description="find: the LR finder's suggestion on the train split (imgclf.train.lr_finder)"
+    )
     weight_decay: float = Field(0.01, ge=0, description="not applied to norms and biases")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD (Nesterov)")
     schedule: Literal["cosine", "step"] = "cosine"
@@ -43,7 +54,7 @@ class TrainConfig(BaseModel):
 
     # loop control
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="epochs without val improvement before stopping"
+        5, ge=1, description="epochs without val improvement before stopping; null: never stop early"
     )
     seed: int = 42
 
@@ -60,12 +71,20 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.transfer == "freeze_then_unfreeze" and self.freeze_epochs >= self.epochs:
+        fixed_epochs = self.epochs != "auto"
+        if self.transfer == "freeze_then_unfreeze" and fixed_epochs and self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be smaller than epochs ({self.epochs})")
         return self
+
+    @property
+    def resolved(self) -> bool:
+        """No "auto" or "find" left: what `fit` needs (`imgclf.train.budget.resolve` makes one)."""
+        return "auto" not in (self.epochs, self.image_size) and self.lr != "find"
 
     def resume_key(self) -> str:
         """Settings that must match for a checkpoint to be resumed (everything but speed knobs and the
         number of epochs, which may be raised to train longer)."""
-        keep = self.model_dump(exclude={"threads", "num_workers", "compile", "epochs", "early_stopping_patience"})
+        keep = self.model_dump(
+            exclude={"threads", "num_workers", "compile", "epochs", "early_stopping_patience", "max_steps_per_epoch"}
+        )
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]

@@ -29,6 +29,7 @@ from imgclf.inference import predict_logits
 from imgclf.models.factory import create
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
+from imgclf.train import budget as budgets
 from imgclf.train import distributed
 from imgclf.train.batches import TrainBatches
 from imgclf.train.config import TrainConfig
@@ -64,9 +65,14 @@ def fit(
     dist = distributed.setup()
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     _seed_everything(config.seed)
-    model, spec = _model(config, data.class_names, initial, dist.device)
+    budget = budgets.resolve(config, data.train.manifest)
+    model, spec = _model(budget.config, data.class_names, initial, dist.device)
     if data.train.images.shape[1:3] != (spec.image_size, spec.image_size):
         raise ValueError(f"cached images are {data.train.images.shape[1:3]}, config asks for {spec.image_size}")
+    budget = budgets.find_lr(budget, model, data.train, spec)
+    config = budget.config
+    if budget.reasons:
+        log.info("training budget: %s", budget.describe())
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(distributed.teardown, dist)
         batches = TrainBatches.build(data.train, policy, spec, config, dist, len(data.class_names))
@@ -89,6 +95,7 @@ def fit(
         initial,
         multi_label=objective.multi_label,
         stopped_early=stopped_early,
+        budget=budget.reasons,
         world_size=dist.world_size,
         rank_weights_max_abs_diff=weight_diff,
     )
@@ -191,7 +198,7 @@ def _trained_model(
     data: DecodedSplits,
     spec: PreprocessSpec,
     initial: TrainedModel | None,
-    **run: float | bool,
+    **run: float | bool | dict[str, str],
 ) -> TrainedModel:
     """The best weights with the run's history and info (`run`: what only the caller knows)."""
     if state.best_weights is None:
@@ -231,9 +238,12 @@ def fit_manifest(
     checkpoint_dir: str | Path | None = None,
     tensorboard_dir: str | Path | None = None,
 ) -> TrainedModel:
-    """Train on a split manifest's train rows, select on its val rows, through the decoded cache."""
-    data = DecodedSplits(manifest, PreprocessSpec(image_size=config.image_size, resize_mode=config.resize_mode))
-    data.require("train")
+    """Train on a split manifest's train rows, select on its val rows, through the decoded cache; the
+    config's "auto" values are decided from those rows (`imgclf.train.budget`)."""
+    if "split" not in manifest.records.columns:
+        raise ValueError("the manifest has no `split` column: split the data before training on it")
+    image_size = budgets.resolve(config, manifest.subset("train")).config.image_size
+    data = DecodedSplits(manifest, PreprocessSpec(image_size=image_size, resize_mode=config.resize_mode))
     return fit(data, config, policy, on_epoch, checkpoint_dir, tensorboard_dir)
 
 
