@@ -54,7 +54,7 @@ def split_digits(digits_dir):
 def test_image_size_follows_the_source_resolution(sizes, expected):
     resolved = budget.resolve(TrainConfig(epochs=3), _manifest(sizes))
     assert resolved.config.image_size == expected
-    assert resolved.config.epochs == 3 and set(resolved.reasons) == {"image_size"}
+    assert resolved.config.epochs == 3 and "epochs" not in resolved.reasons
     assert "median short side" in resolved.reasons["image_size"]
 
 
@@ -65,6 +65,14 @@ def test_image_size_follows_the_source_resolution(sizes, expected):
 def test_epochs_follow_the_number_of_training_images(train_images, expected):
     resolved = budget.resolve(TrainConfig(image_size=32), _manifest([(32, 32)] * train_images))
     assert resolved.config.epochs == expected and set(resolved.reasons) == {"epochs"}
+
+
+def test_a_batch_too_large_for_memory_becomes_micro_batches_of_the_same_effective_size():
+    resolved = budget.resolve(TrainConfig(epochs=3, batch_size=64), _manifest([(4000, 3000)] * 4))
+    assert (resolved.config.batch_size, resolved.config.accumulate_steps) == (32, 2)
+    assert "micro-batches" in resolved.reasons["accumulate_steps"]
+    chosen = TrainConfig(epochs=3, batch_size=64, accumulate_steps=1, image_size=64)
+    assert budget.resolve(chosen, _manifest([(4000, 3000)] * 4)).config == chosen  # small images: one batch
 
 
 def test_explicit_values_are_kept_and_nothing_is_explained():

@@ -9,6 +9,9 @@ decided here and nowhere else, and each decision is recorded with its reason.
   [MIN_EPOCHS, MAX_EPOCHS]: a small data set gets many passes, a large one few, and the run length in
   images stays about the same. Early stopping (`early_stopping_patience`) ends a run whose val score
   has stopped improving, and the best epoch's weights are the ones kept.
+- a batch of more than MAX_BATCH_PIXELS is trained as micro-batches with gradient accumulation
+  (`accumulate_steps`), so the effective batch stays `batch_size` while a step's activations stay
+  bounded: a batch of 64 at 224 px holds more than the memory goal of a step (README: Memory at scale).
 - `lr: find`: the LR finder's suggestion (`imgclf.train.lr_finder`) for the network about to be
   trained, swept on the train split.
 - the warmup is `warmup_epochs` of linear warmup, then the cosine (or step) schedule.
@@ -32,6 +35,7 @@ from imgclf.train.config import TrainConfig
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, IMAGE_SIZE_STEP = 64, 224, 32
 IMAGES_SEEN = 20_000
 MIN_EPOCHS, MAX_EPOCHS = 5, 30
+MAX_BATCH_PIXELS = 32 * 224 * 224
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,9 @@ class Budget:
 
 
 def resolve(config: TrainConfig, train: DatasetManifest) -> Budget:
-    """Decide `image_size` and `epochs` of `config` from its training rows `train` (a "find" LR is
-    decided later, by `find_lr`, once the network exists)."""
+    """Decide `image_size` and `epochs` of `config` from its training rows `train`, and split a batch
+    too large for memory into micro-batches (a "find" LR is decided later, by `find_lr`, once the
+    network exists)."""
     if not len(train):
         raise ValueError("the training budget needs training images: the train split is empty")
     decided: dict[str, int] = {}
@@ -56,6 +61,11 @@ def resolve(config: TrainConfig, train: DatasetManifest) -> Budget:
         decided["image_size"], reasons["image_size"] = image_size_for(train)
     if config.epochs == "auto":
         decided["epochs"], reasons["epochs"] = epochs_for(len(train))
+    size = decided.get("image_size", config.image_size)
+    if config.accumulate_steps == 1 and config.batch_size * size**2 > MAX_BATCH_PIXELS:
+        steps = math.ceil(config.batch_size * size**2 / MAX_BATCH_PIXELS)
+        decided["batch_size"], decided["accumulate_steps"] = math.ceil(config.batch_size / steps), steps
+        reasons["accumulate_steps"] = f"a batch of {config.batch_size} at {size} px, in {steps} micro-batches"
     return Budget(config.model_copy(update=decided), reasons)
 
 
