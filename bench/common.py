@@ -186,3 +186,29 @@ def _kib_fields(path: str) -> dict[str, int]:
         if len(parts) == 2 and parts[1] == "kB":
             fields[name] = int(parts[0])
     return fields
+
+
+class CpuWatch:
+    """Share of the machine's CPU time used by other processes while a block runs (Linux /proc/stat):
+    all busy CPU time minus this process's and its reaped children's (the loader workers, which both
+    loops join before returning). Other jobs slow torch's spinning threads far more than their share."""
+
+    def __init__(self) -> None:
+        self.shares: list[float] = []
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    @contextlib.contextmanager
+    def __call__(self):
+        busy, own, wall = self._busy(), sum(os.times()[:4]), time.perf_counter()
+        yield
+        if busy is not None:
+            others = (self._busy() - busy) - (sum(os.times()[:4]) - own)
+            self.shares.append(max(0.0, others) / ((time.perf_counter() - wall) * (os.cpu_count() or 1)))
