@@ -254,6 +254,9 @@ def main() -> None:
     parser.add_argument(
         "--max-steps-per-epoch", type=int, help="smoke runs: TrainConfig.max_steps_per_epoch on both sides"
     )
+    parser.add_argument(
+        "--threads", type=int, help="torch threads of every run, both sides (e.g. 1 beside another benchmark)"
+    )
     parser.add_argument("--verbose", action="store_true", help="show the training log")
     args = parser.parse_args()
 
@@ -273,7 +276,7 @@ def main() -> None:
                 "dataset": dataset,
                 "source": source,
                 "name": name,
-                "config": {**CONFIGS[name], **overrides},
+                "config": {**({"threads": args.threads} if args.threads else {}), **CONFIGS[name], **overrides},
                 "max_images": args.max_images,
                 "verbose": args.verbose,
             }
