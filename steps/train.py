@@ -33,6 +33,8 @@ def train(
     trained = fit_resumable(
         manifest, config, policy, on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch)
     )
+    decided = {name: trained.info["train_config"][name] for name in trained.info["budget"]}
+    mlflow.log_params({f"budget.{name}": value for name, value in decided.items()})  # what each "auto" became
     result = compress(trained, manifest, policy, distill_into, prune)
     for name, report in (("distill", result.distill_report), ("prune", result.prune_report)):
         if report is not None:
@@ -49,6 +51,9 @@ def train(
             "resumed_after_epoch": info["resumed_after_epoch"],
             "train_images_per_s": info["steady_train_images_per_s"],
             "shipped_arch": shipped.arch,
+            "image_size": trained.preprocess.image_size,
+            "epochs_planned": trained.info["train_config"]["epochs"],
+            "budget": trained.info["budget"],
             **compression_metadata(info),
         }
     )

@@ -53,6 +53,12 @@ def test_the_distilled_and_pruned_model_is_what_ships(pipeline_run):
     assert TrainedModel.load(bundle).structure == shipped.structure
 
 
+def test_train_records_what_it_trained_at(pipeline_run):
+    meta = pipeline_run.steps["train"].run_metadata
+    assert (meta["image_size"], meta["epochs_planned"]) == (32, 1)  # training_fast.yaml gives both
+    assert meta["budget"] == {}  # nothing was left to decide from the data
+
+
 def test_validate_accounts_for_every_file(pipeline_run):
     meta = pipeline_run.steps["validate"].run_metadata
     assert (meta["received"], meta["kept"], meta["quarantined"]) == (301, 300, 1)
