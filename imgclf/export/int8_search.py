@@ -187,9 +187,9 @@ def _try_recipe(
     calibration: np.ndarray,
     reference: _Reference,
     spec: PreprocessSpec,
-) -> Any:
-    """Quantise with the trial's recipe and score it on the reference images; its session, or None
-    when quantising or running it failed (the trial records why)."""
+) -> None:
+    """Quantise with the trial's recipe and score it on the reference images; when quantising or
+    running it fails, the trial records why and holds no model."""
     try:
         trial.model = quantize_prepared(pre, fp32_onnx, calibration, spec, trial.recipe)
         session = cpu_session(trial.model, spinning=False)
@@ -197,11 +197,10 @@ def _try_recipe(
     except Exception as exc:  # a recipe ORT cannot apply to this model is a result, not a crash
         trial.model, trial.error = None, f"{type(exc).__name__}: {exc}"
         trial.rejected = f"quantisation failed: {trial.error}"
-        return None
+        return
     trial.accuracy = float(matches(top1, reference.labels).mean())
     trial.accuracy_drop = reference.accuracy - trial.accuracy
     trial.agreement = float(matches(top1, reference.top1).mean())
-    return session
 
 
 def _log_trial(number: int, total: int, trial: RecipeTrial) -> None:
@@ -220,11 +219,16 @@ def _log_trial(number: int, total: int, trial: RecipeTrial) -> None:
 
 
 def _time_trials(
-    trials: list[RecipeTrial], runners: dict[str, Callable[[np.ndarray], Any]], measure: Measure, rounds: int
+    trials: list[RecipeTrial], models: dict[str, bytes], measure: Measure, rounds: int, spec: PreprocessSpec
 ) -> list[LatencyReport]:
     """Time fp32 and every quantised recipe in interleaved rounds and give each trial its medians;
-    fp32's reports, one per round."""
-    timers = {label: functools.partial(measure, label, run) for label, run in runners.items()}
+    fp32's reports, one per round. Each timing opens its own session and drops it afterwards: a
+    session keeps its memory arena, and one per recipe held together outgrew a step's memory at 224 px."""
+
+    def timed(label: str, model: bytes) -> LatencyReport:
+        return measure(label, onnx_runner(cpu_session(model, spinning=False), spec))
+
+    timers = {label: functools.partial(timed, label, model) for label, model in models.items()}
     reports = interleaved_rounds(timers, rounds, what="INT8 timing rounds", log=log)
     fp32_rates = [r.batch32_images_per_s for r in reports["fp32"]]
     for trial in trials:
@@ -286,20 +290,19 @@ def search_int8(
     """
     _check_inputs(candidates, eval_images, eval_labels, rounds)
     labels = np.asarray(eval_labels)
-    fp32_session = cpu_session(fp32_onnx, spinning=False)
-    fp32_top1 = decisions(onnx_logits(fp32_session, eval_images, spec), labels)
+    fp32_top1 = decisions(onnx_logits(cpu_session(fp32_onnx, spinning=False), eval_images, spec), labels)
     reference = _Reference(eval_images, labels, fp32_top1, float(matches(fp32_top1, labels).mean()))
 
     trials = [RecipeTrial(recipe) for recipe in candidates]
-    runners = {"fp32": onnx_runner(fp32_session, spec)}
+    models = {"fp32": fp32_onnx}
     with prepared(fp32_onnx) as pre:
         for number, trial in enumerate(trials, 1):
-            session = _try_recipe(trial, pre, fp32_onnx, calibration_images, reference, spec)
+            _try_recipe(trial, pre, fp32_onnx, calibration_images, reference, spec)
             _log_trial(number, len(trials), trial)
-            if session is not None:
-                runners[trial.recipe.name] = onnx_runner(session, spec)
+            if trial.model is not None:
+                models[trial.recipe.name] = trial.model
 
-    fp32_reports = _time_trials(trials, runners, measure or measure_onnx(spec), rounds)
+    fp32_reports = _time_trials(trials, models, measure or measure_onnx(spec), rounds, spec)
     for trial in trials:
         if trial.model is not None:
             trial.rejected = _rejection(trial, tolerance, min_agreement, min_speedup)
