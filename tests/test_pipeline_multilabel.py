@@ -34,6 +34,8 @@ def multilabel_run(digits_dir, tmp_path_factory):
         config["model"]["name"] = "multilabel-classifier"
         for optional in ("distill_into", "prune"):
             config["steps"]["train"]["parameters"].pop(optional)
+        # the budget decided from the data, through the YAML; one step an epoch keeps the run short
+        config["steps"]["train"]["parameters"]["config"].update(image_size="auto", epochs="auto", max_steps_per_epoch=1)
 
     with fast_pipeline_run(manifest, tmp_path_factory.mktemp("config"), edit) as run:
         yield run
@@ -56,3 +58,9 @@ def test_multilabel_data_runs_through_every_step(multilabel_run):
     assert exported.report.test_onnx_max_abs_logit_diff < 1e-3 and exported.report.test_images == report.n_images
     if exported.report.serve == "int8":  # agreement on multi-label = the same set of labels at logit >= 0
         assert exported.report.test_int8_top1_agreement >= 0.9
+
+
+def test_auto_settings_are_decided_from_the_data(multilabel_run):
+    meta = multilabel_run.steps["train"].run_metadata
+    assert meta["image_size"] == 64  # 8x8 scans: the floor
+    assert set(meta["budget"]) == {"image_size", "epochs"} and 5 <= meta["epochs_planned"] <= 30

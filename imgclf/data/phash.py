@@ -41,6 +41,7 @@ def _dct_matrix(n: int) -> np.ndarray:
 
 
 _DCT = _dct_matrix(_SIDE)
+_CHUNK = 1024  # files in flight at a time
 _WEIGHTS = (np.uint64(1) << np.arange(HASH_BITS, dtype=np.uint64)).astype(np.uint64)
 
 
@@ -59,8 +60,11 @@ def phash_files(paths: Sequence[str | Path], workers: int | None = None) -> np.n
         image, _ = open_image(path)
         return phash(image)
 
+    hashes = np.empty(len(paths), dtype=np.uint64)
     with ThreadPoolExecutor(max_workers=workers or (os.cpu_count() or 2)) as pool:
-        return np.fromiter(pool.map(one, paths), dtype=np.uint64, count=len(paths))
+        for start in range(0, len(paths), _CHUNK):  # map() submits every task at once: a future per file
+            hashes[start : start + _CHUNK] = list(pool.map(one, paths[start : start + _CHUNK]))
+    return hashes
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
