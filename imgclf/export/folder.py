@@ -73,8 +73,19 @@ class FolderReport:
 
 
 def _onnx_runtime(name: str, model: bytes, spec: PreprocessSpec) -> Runtime:
-    session = cpu_session(model, spinning=False)
-    return Runtime(name, onnx_runner(session, spec), lambda x: onnx_logits(session, x, spec))
+    def open_session():
+        session = cpu_session(model, spinning=False)
+        return onnx_runner(session, spec), lambda x: onnx_logits(session, x, spec)
+
+    return Runtime(name, open_session)
+
+
+def _openvino_runtime(xml: Path, spec: PreprocessSpec) -> Runtime:
+    def open_compiled():
+        compiled = compile_openvino(xml, precision="f32")
+        return openvino_runner(compiled, spec), lambda x: openvino_logits(compiled, x, spec)
+
+    return Runtime("OpenVINO fp32", open_compiled)
 
 
 def _write_int8(out: Path, search: Int8Search, spec: PreprocessSpec) -> tuple[Int8File, Runtime] | None:
@@ -115,9 +126,7 @@ def _write_openvino(
     compiled = compile_openvino(out / OPENVINO_XML, precision="f32")
     result = parity(reference, openvino_logits(compiled, images, spec))
     check_parity(OPENVINO_XML, result, config, len(images))
-    return result, Runtime(
-        "OpenVINO fp32", openvino_runner(compiled, spec), lambda x: openvino_logits(compiled, x, spec)
-    )
+    return result, _openvino_runtime(out / OPENVINO_XML, spec)
 
 
 def export_folder(
@@ -146,7 +155,9 @@ def export_folder(
     skipped = openvino_available()
     openvino = _write_openvino(exported.onnx, out, reference, eval_images, spec, config) if skipped is None else None
     runtimes = [
-        Runtime("torch fp32", torch_runner(torch_model, spec), lambda x: predict_logits(torch_model, x, spec)),
+        Runtime(
+            "torch fp32", lambda: (torch_runner(torch_model, spec), lambda x: predict_logits(torch_model, x, spec))
+        ),
         _onnx_runtime(ORT_FP32, exported.onnx, spec),
         *([int8[1]] if int8 else []),
         *([openvino[1]] if openvino else []),

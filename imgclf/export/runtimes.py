@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from imgclf.latency import example_images, interleaved_rounds, measure_latency
+from imgclf.latency import LatencyReport, example_images, interleaved_rounds, measure_latency
 from imgclf.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -20,11 +20,17 @@ log = logging.getLogger(__name__)
 ORT_FP32 = "ORT fp32"  # the runtime the others are compared with
 
 
+RunBatch = Callable[[np.ndarray], Any]  # uint8 images (N, H, W, 3) -> outputs, for timing
+Logits = Callable[[np.ndarray], np.ndarray]  # uint8 images -> logits, for accuracy
+
+
 @dataclass
 class Runtime:
+    """A runtime by name, opened afresh (a session, a compiled model) for each timing and dropped
+    afterwards: a session keeps its memory arena, and four held at once outgrew a step's memory at 224 px."""
+
     name: str
-    run_batch: Callable[[np.ndarray], Any]  # uint8 images (N, H, W, 3) -> outputs, for timing
-    logits: Callable[[np.ndarray], np.ndarray]  # uint8 images -> logits, for accuracy
+    open: Callable[[], tuple[RunBatch, Logits]]
 
 
 @dataclass
@@ -52,13 +58,19 @@ def compare_runtimes(
     """Batch-1 p50/p95 and batch-`batch_size` throughput of each runtime, timed in `rounds`
     interleaved rounds (medians), with accuracy on the eval images and ratios to `baseline`."""
     one, many = example_images(spec, 1), example_images(spec, batch_size, seed=1)
-    timers = {
-        r.name: functools.partial(measure_latency, r.run_batch, one, many, warmup=3, repeats=30, batch_repeats=5)
-        for r in runtimes
-    }
+
+    def timed(runtime: Runtime) -> LatencyReport:
+        run_batch, _ = runtime.open()
+        return measure_latency(run_batch, one, many, warmup=3, repeats=30, batch_repeats=5)
+
+    def accuracy_of(runtime: Runtime) -> float:
+        _, logits = runtime.open()
+        return float((logits(eval_images).argmax(1) == labels).mean())
+
+    timers = {r.name: functools.partial(timed, r) for r in runtimes}
     reports = interleaved_rounds(timers, rounds, what="runtime timing rounds", log=log)
     labels = np.asarray(eval_labels)
-    accuracy = {r.name: float((r.logits(eval_images).argmax(1) == labels).mean()) for r in runtimes}
+    accuracy = {r.name: accuracy_of(r) for r in runtimes}
     rates = {name: median(r.batch32_images_per_s for r in own) for name, own in reports.items()}
     return [
         RuntimeRow(
