@@ -42,7 +42,7 @@ run: setup data
 test: setup
 	$(BIN)/pytest
 
-test-fast: setup  # the unit subset: no whole pipeline runs, no servers, no extra training processes
+test-fast: setup  # the unit subset: no whole pipeline runs, no servers, no extra training or export processes
 	$(BIN)/pytest -m "not integration and not service and not slow"
 
 lint: $(VENV)/.installed
