@@ -22,6 +22,11 @@ from imgclf.train.loop import fit_manifest
 TINY = {"arch": "resnet10t", "pretrained": False, "batch_size": 32, "num_workers": 0}
 
 
+def _decided(config: TrainConfig) -> bool:
+    """No "auto" or "find" left in `config`."""
+    return "auto" not in (config.epochs, config.image_size) and config.lr != "find"
+
+
 def _manifest(sizes: list[tuple[int, int]]) -> DatasetManifest:
     records = pd.DataFrame(
         {
@@ -71,6 +76,8 @@ def test_a_batch_too_large_for_memory_becomes_micro_batches_of_the_same_effectiv
     resolved = budget.resolve(TrainConfig(epochs=3, batch_size=64), _manifest([(4000, 3000)] * 4))
     assert (resolved.config.batch_size, resolved.config.accumulate_steps) == (32, 2)
     assert "micro-batches" in resolved.reasons["accumulate_steps"]
+    odd = budget.resolve(TrainConfig(epochs=3, batch_size=70), _manifest([(4000, 3000)] * 4)).config
+    assert (odd.batch_size, odd.accumulate_steps) == (14, 5)  # 3 x 24 would be 72: 5 x 14 is exactly 70
     chosen = TrainConfig(epochs=3, batch_size=64, accumulate_steps=1, image_size=64)
     assert budget.resolve(chosen, _manifest([(4000, 3000)] * 4)).config == chosen  # small images: one batch
 
@@ -78,11 +85,11 @@ def test_a_batch_too_large_for_memory_becomes_micro_batches_of_the_same_effectiv
 def test_explicit_values_are_kept_and_nothing_is_explained():
     config = TrainConfig(image_size=96, epochs=4)
     resolved = budget.resolve(config, _manifest([(8, 8)] * 10))
-    assert resolved.config == config and resolved.reasons == {} and resolved.config.resolved
+    assert resolved.config == config and resolved.reasons == {} and _decided(resolved.config)
 
 
 def test_config_accepts_auto_and_find_and_names_bad_values():
-    assert not TrainConfig().resolved  # the defaults are decided from the data
+    assert not _decided(TrainConfig())  # the defaults are decided from the data
     assert TrainConfig(image_size="96", epochs="12", lr="find").image_size == 96
     for bad in ({"epochs": "many"}, {"epochs": 0}, {"image_size": 4}, {"lr": "guess"}, {"lr": 0}):
         with pytest.raises(ValidationError) as err:
@@ -102,7 +109,7 @@ def test_fit_records_the_decided_budget(split_digits, monkeypatch):
     trained = fit_manifest(split_digits, config)
     decided = TrainConfig(**trained.info["train_config"])
     train_rows = int((split_digits.records["split"] == "train").sum())
-    assert decided.resolved and decided.image_size == 64  # 8x8 scans: the floor
+    assert _decided(decided) and decided.image_size == 64  # 8x8 scans: the floor
     assert decided.epochs == budget.epochs_for(train_rows)[0] == 2
     assert set(trained.info["budget"]) == {"image_size", "epochs"}
     assert trained.preprocess.image_size == 64 and len(trained.history) <= decided.epochs
@@ -127,3 +134,8 @@ def test_lr_find_trains_at_the_finders_suggestion(split_digits):
     lr = trained.info["train_config"]["lr"]
     assert isinstance(lr, float) and 1e-7 < lr < 10
     assert "LR finder" in trained.info["budget"]["lr"]
+
+
+def test_an_unsplit_manifest_is_named_before_anything_is_decoded():
+    with pytest.raises(ValueError, match="no `split` column"):
+        fit_manifest(_manifest([(32, 32)] * 4), TrainConfig())

@@ -49,6 +49,8 @@ class DatasetManifest:
         return [c for c in self.records.columns if c not in known]
 
     def subset(self, split: str) -> DatasetManifest:
+        if "split" not in self.records.columns:
+            raise ValueError("the manifest has no `split` column: split the data before taking its splits")
         return DatasetManifest(self.root, self.records[self.records["split"] == split])
 
     def label_indices(self, class_names: list[str]) -> np.ndarray:

@@ -114,7 +114,7 @@ def _check_fp32_nodes(pre: Path, recipe: Int8Recipe) -> None:
 
 
 def calibration_batch_size(image_size: int) -> int:
-    """Images per calibration batch: as many pixels as 32 images at 64 px, at any image size. ORT
+    """Images per calibration batch: as many pixels as 32 images at 112 px, at any image size. ORT
     keeps a batch's activations (every one of them for the histogram calibrators), so a batch of 32
     at 224 px held several GB."""
     return max(1, min(32, CALIBRATION_BATCH_PIXELS // image_size**2))

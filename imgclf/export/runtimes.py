@@ -58,6 +58,7 @@ def compare_runtimes(
     """Batch-1 p50/p95 and batch-`batch_size` throughput of each runtime, timed in `rounds`
     interleaved rounds (medians), with accuracy on the eval images and ratios to `baseline`."""
     one, many = example_images(spec, 1), example_images(spec, batch_size, seed=1)
+    labels = np.asarray(eval_labels)
 
     def timed(runtime: Runtime) -> LatencyReport:
         run_batch, _ = runtime.open()
@@ -69,7 +70,6 @@ def compare_runtimes(
 
     timers = {r.name: functools.partial(timed, r) for r in runtimes}
     reports = interleaved_rounds(timers, rounds, what="runtime timing rounds", log=log)
-    labels = np.asarray(eval_labels)
     accuracy = {r.name: accuracy_of(r) for r in runtimes}
     rates = {name: median(r.batch32_images_per_s for r in own) for name, own in reports.items()}
     return [

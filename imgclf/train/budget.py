@@ -63,10 +63,17 @@ def resolve(config: TrainConfig, train: DatasetManifest) -> Budget:
         decided["epochs"], reasons["epochs"] = epochs_for(len(train))
     size = decided.get("image_size", config.image_size)
     if config.accumulate_steps == 1 and config.batch_size * size**2 > MAX_BATCH_PIXELS:
-        steps = math.ceil(config.batch_size * size**2 / MAX_BATCH_PIXELS)
-        decided["batch_size"], decided["accumulate_steps"] = math.ceil(config.batch_size / steps), steps
+        steps = micro_batches(config.batch_size, size)
+        decided["batch_size"], decided["accumulate_steps"] = config.batch_size // steps, steps
         reasons["accumulate_steps"] = f"a batch of {config.batch_size} at {size} px, in {steps} micro-batches"
     return Budget(config.model_copy(update=decided), reasons)
+
+
+def micro_batches(batch_size: int, image_size: int) -> int:
+    """The fewest micro-batches, each within MAX_BATCH_PIXELS, that split `batch_size` exactly (so the
+    effective batch stays `batch_size`)."""
+    needed = math.ceil(batch_size * image_size**2 / MAX_BATCH_PIXELS)
+    return next(k for k in range(needed, batch_size + 1) if batch_size % k == 0)
 
 
 def image_size_for(train: DatasetManifest) -> tuple[int, str]:

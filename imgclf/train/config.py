@@ -76,11 +76,6 @@ class TrainConfig(BaseModel):
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be smaller than epochs ({self.epochs})")
         return self
 
-    @property
-    def resolved(self) -> bool:
-        """No "auto" or "find" left: what `fit` needs (`imgclf.train.budget.resolve` makes one)."""
-        return "auto" not in (self.epochs, self.image_size) and self.lr != "find"
-
     def resume_key(self) -> str:
         """Settings that must match for a checkpoint to be resumed (everything but speed knobs and the
         number of epochs, which may be raised to train longer)."""

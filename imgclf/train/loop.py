@@ -240,8 +240,6 @@ def fit_manifest(
 ) -> TrainedModel:
     """Train on a split manifest's train rows, select on its val rows, through the decoded cache; the
     config's "auto" values are decided from those rows (`imgclf.train.budget`)."""
-    if "split" not in manifest.records.columns:
-        raise ValueError("the manifest has no `split` column: split the data before training on it")
     image_size = budgets.resolve(config, manifest.subset("train")).config.image_size
     data = DecodedSplits(manifest, PreprocessSpec(image_size=image_size, resize_mode=config.resize_mode))
     return fit(data, config, policy, on_epoch, checkpoint_dir, tensorboard_dir)
