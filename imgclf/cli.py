@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import ValidationError
+
 from imgclf.commands import model, registry, serve, train
 from imgclf.data.archive import ArchiveError
 from imgclf.data.ingest import DataSourceError
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DataSourceError, ArchiveError) as exc:  # the data given cannot be used: say which, no traceback
+        raise SystemExit(f"imgclf {args.command}: {exc}") from None
+    except ValidationError as exc:  # a flag or --config value the settings refuse: pydantic names the key
         raise SystemExit(f"imgclf {args.command}: {exc}") from None
 
 

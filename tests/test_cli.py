@@ -24,6 +24,14 @@ def test_data_that_cannot_be_read_is_a_clear_error_not_a_traceback(tmp_path):
         main(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bundle")])
 
 
+def test_a_setting_the_config_refuses_is_named_not_a_traceback(tmp_path):
+    for flag, value in (("--epochs", "many"), ("--lr", "guess"), ("--image-size", "4")):
+        with pytest.raises(
+            SystemExit, match=rf"^imgclf train: \d validation errors? for TrainConfig\n{flag[2:].replace('-', '_')}"
+        ):
+            main(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bundle"), flag, value])
+
+
 def test_train_records_its_data_so_export_needs_no_data_flag_and_the_bundle_then_serves(
     digits_dir, tmp_path, monkeypatch
 ):
