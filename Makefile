@@ -5,13 +5,14 @@ export BASH_ENV := $(CURDIR)/infra/env.sh
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-MODEL ?= models:/image-classifier/latest
+MODEL ?=  # default: the version in production, else staging, else the latest (imgclf serve says which)
+CONFIG ?= configs/training.yaml
 PORT ?= 3000
 # pip on this machine warns once per package about missing local index folders; keep the real errors
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup run test test-fast lint format serve data clean-state
+.PHONY: setup run train summary stages promote-production rollback-production rollback-staging test test-fast lint format serve data clean-state
 .DEFAULT_GOAL := run
 
 setup: $(VENV)/.installed .zen .state/.stack-ready
@@ -34,10 +35,31 @@ $(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
 data: setup
 	$(BIN)/dvc repro digits
 
-run: setup data
-	$(BIN)/python infra/local_stack.py  # (re)activate the stack: `zenml stack set` elsewhere must not break the run
-	$(BIN)/zenml pipeline run pipelines.training_pipeline -c configs/training.yaml
+run: setup data train
 	$(BIN)/python -m imgclf.cli summary --model-name image-classifier
+
+# The training pipeline on the team's stack when ZENML_STACK names one (CI), else on the local stack.
+# It ends by giving the new version `staging` when the promotion rules allow, and serving it.
+train: setup
+	if [ -n "$${ZENML_STACK:-}" ]; then $(BIN)/zenml stack set "$$ZENML_STACK"; else $(BIN)/python infra/local_stack.py; fi
+	$(BIN)/zenml pipeline run pipelines.training_pipeline -c $(CONFIG)
+
+summary: setup  # Markdown: the latest version's figures, its promotion decision, the stages (CI job summary)
+	$(BIN)/imgclf summary --markdown
+
+stages: setup
+	$(BIN)/imgclf stages
+
+# Production takes only the version that holds staging, named explicitly; exits non-zero when refused.
+promote-production: setup
+	@test -n "$(VERSION)" || { echo "usage: make promote-production VERSION=N  (the version that holds staging: imgclf stages)"; exit 2; }
+	$(BIN)/python -m pipelines.promotion --version "$(VERSION)" -c configs/promote_production.yaml
+
+rollback-production: setup
+	$(BIN)/imgclf rollback production
+
+rollback-staging: setup
+	$(BIN)/imgclf rollback staging
 
 test: setup
 	$(BIN)/pytest
@@ -54,7 +76,7 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 
 serve: setup
-	$(BIN)/imgclf serve --model $(MODEL) --host 127.0.0.1 --port $(PORT)
+	$(BIN)/imgclf serve $(if $(strip $(MODEL)),--model $(MODEL)) --host 127.0.0.1 --port $(PORT)
 
 clean-state:
 	rm -rf .state .zen

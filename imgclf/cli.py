@@ -1,5 +1,5 @@
 """The `imgclf` command: the pipeline's code outside ZenML (train, lr-find, export, prune, distill), serving,
-the default data set, and the registry (promote, summary). This module builds the parser; the
+the default data set, and the registry (promote, rollback, stages, summary). This module builds the parser; the
 commands live in `imgclf.commands`."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from imgclf.commands import model, registry, serve, train
 from imgclf.data.archive import ArchiveError
 from imgclf.data.ingest import DataSourceError
+from imgclf.stages import StageSyncError
 
 
 def _compress_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
@@ -37,9 +38,10 @@ def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP with BentoML")
     p.add_argument(
         "--model",
-        default="models:/image-classifier/latest",
-        help="bundle folder, .onnx file or models:/NAME/VERSION|latest or models:/NAME@ALIAS",
+        help="bundle folder, .onnx file or models:/NAME/VERSION|latest or models:/NAME@ALIAS; default: the "
+        "version that holds production, else staging, else the latest",
     )
+    p.add_argument("--model-name", default="image-classifier", help="the registered model the default comes from")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=serve.serve)
@@ -147,13 +149,27 @@ def _add_export(sub) -> None:
 def _add_registry_commands(sub) -> None:
     p = sub.add_parser(
         "promote",
-        help="point a registry alias (default: production) at a version; evaluate compares new models with it",
+        help="move VERSION into staging or production by the promotion rules (scored beside the current holder)",
     )
-    p.add_argument("model", help="models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS")
-    p.add_argument("--alias", default="production")
+    p.add_argument("version", help="the registered version number (production takes only the staging holder)")
+    p.add_argument("--to", required=True, choices=["staging", "production"])
+    p.add_argument("--expect", help="the version you expect to replace (none: an empty stage); refused otherwise")
+    p.add_argument("--data-root", help="where the version's test images are, when not where it was trained")
+    p.add_argument("--model-name", default="image-classifier")
     p.set_defaults(func=registry.promote)
+    p = sub.add_parser("rollback", help="give a stage back to its previous holder, from the audit trail")
+    p.add_argument("stage", choices=["staging", "production"])
+    p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
+    p.add_argument("--model-name", default="image-classifier")
+    p.set_defaults(func=registry.rollback)
+    p = sub.add_parser("stages", help="who holds staging and production, since when, by whom, with what figures")
+    p.add_argument("--holder", choices=["staging", "production"], help="print only this stage's version")
+    p.add_argument("--sync", action="store_true", help="make ZenML's model stages equal to the MLflow aliases")
+    p.add_argument("--model-name", default="image-classifier")
+    p.set_defaults(func=registry.stages)
     p = sub.add_parser("summary", help="print the latest registered model and where to look")
     p.add_argument("--model-name", default="image-classifier")
+    p.add_argument("--markdown", action="store_true", help="Markdown for a CI job summary")
     p.set_defaults(func=registry.summary)
 
 
@@ -187,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataSourceError, ArchiveError) as exc:  # the data given cannot be used: say which, no traceback
         raise SystemExit(f"imgclf {args.command}: {exc}") from None
     except ValidationError as exc:  # a flag or --config value the settings refuse: pydantic names the key
+        raise SystemExit(f"imgclf {args.command}: {exc}") from None
+    except (LookupError, StageSyncError) as exc:  # a version that does not exist; ZenML that did not follow
         raise SystemExit(f"imgclf {args.command}: {exc}") from None
 
 

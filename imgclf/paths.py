@@ -46,3 +46,8 @@ def checkpoints_dir(run_key: str) -> Path:
 
 def tensorboard_dir(run_key: str) -> Path:
     return state_dir() / "tensorboard" / run_key
+
+
+def locks_dir() -> Path:
+    """Lock files that serialise registry stage moves made from this machine."""
+    return state_dir() / "locks"

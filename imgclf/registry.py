@@ -1,18 +1,44 @@
-"""MLflow model registry: register a model bundle, find versions, fetch one for serving.
+"""MLflow model registry: register a model bundle, find versions, fetch one for serving, and move the
+`staging` and `production` stages.
 
 The registered artifact is the bundle folder (safetensors + JSON spec + ONNX files) wrapped as a
 models-from-code pyfunc, so the registry never holds a pickle.
+
+Stages are MLflow aliases, and `move_stage` is the one way they move: compare-and-set under a lock,
+every move recorded on the version as a JSON tag (the audit trail that `rollback_stage` reads back),
+then mirrored to the stage mirrors installed as `imgclf.stage_mirrors` entry points (the ZenML model
+stages, from `integrations/zenml_stages.py`), so `imgclf` itself never imports ZenML.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
+
+from imgclf import paths
+from imgclf.stages import (
+    MOVE_TAG,
+    STAGES,
+    StageConflict,
+    StageMove,
+    StageSyncError,
+    check_move,
+    check_stage_name,
+    current_move,
+    new_move,
+)
 
 MODEL_CODE = Path(__file__).parent / "serving" / "mlflow_model.py"
 BUNDLE_ARTIFACT = "bundle"
+# the run's test images (DatasetManifest.write): promotions score candidate and holder on them again
+TEST_SPLIT_ARTIFACT = "evaluation/test_split"
 
 
 @dataclass(frozen=True)
@@ -114,6 +140,12 @@ def describe_version(name: str, version: str, description: str, tracking_uri: st
     mlflow.MlflowClient(tracking_uri=tracking_uri).update_model_version(name, version, description=description)
 
 
+def set_version_tag(name: str, version: str, key: str, value: str, tracking_uri: str | None = None) -> None:
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=tracking_uri).set_model_version_tag(name, str(version), key, value)
+
+
 def resolve_version(model_uri: str, tracking_uri: str | None = None) -> tuple[str, str]:
     """models:/NAME/VERSION | models:/NAME/latest | models:/NAME@ALIAS -> (name, concrete version)."""
     import mlflow
@@ -178,3 +210,152 @@ def tracking_uri() -> str:
     import mlflow
 
     return mlflow.get_tracking_uri()
+
+
+class StageMirror(Protocol):
+    """Another view of the stages (ZenML's model stages), kept equal to the MLflow aliases."""
+
+    def sync(self, name: str, holders: dict[str, VersionInfo | None], move: StageMove | None) -> None: ...
+
+    def holders(self, name: str) -> dict[str, str | None]: ...
+
+
+def stage_mirrors() -> list[StageMirror]:
+    """The mirrors installed as `imgclf.stage_mirrors` entry points (pyproject.toml)."""
+    from importlib.metadata import entry_points
+
+    return [entry.load()() for entry in entry_points(group="imgclf.stage_mirrors")]
+
+
+def stage_holders(name: str, tracking_uri: str | None = None) -> dict[str, str | None]:
+    return {stage: alias_version(name, stage, tracking_uri) for stage in STAGES}
+
+
+def stage_history(name: str, tracking_uri: str | None = None) -> list[StageMove]:
+    """Every recorded move of `name`'s stages, oldest first."""
+    import mlflow
+
+    versions = mlflow.MlflowClient(tracking_uri=tracking_uri).search_model_versions(f"name='{name}'")
+    moves = [StageMove(**json.loads(v)) for mv in versions for k, v in mv.tags.items() if k.startswith(MOVE_TAG)]
+    return sorted(moves, key=lambda move: move.seq)
+
+
+def move_stage(
+    name: str,
+    stage: str,
+    version: str,
+    *,
+    expect: str | None,
+    reason: str,
+    kind: str = "promote",
+    tracking_uri: str | None = None,
+    mirrors: list[StageMirror] | None = None,
+) -> StageMove:
+    """Point `stage` at `version` if the stage is still held by `expect` (None: by nobody), record the move
+    on the version, and bring the mirrors along. A promotion to production takes only the staging holder,
+    which leaves staging (a version holds one stage, as in ZenML). Refusals raise StageConflict."""
+    import mlflow
+
+    check_stage_name(stage)
+    version = str(version)
+    info = _existing_version(name, version, tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    with _stage_lock(name, tracking_uri):
+        holders = stage_holders(name, tracking_uri)
+        check_move(stage, version, expect, holders, kind)
+        history = stage_history(name, tracking_uri)
+        seq = history[-1].seq + 1 if history else 1
+        move = new_move(seq, stage, kind, holders[stage], version, reason, info.tags)
+        client.set_registered_model_alias(name, stage, version)
+        client.set_model_version_tag(name, version, move.tag, json.dumps(asdict(move)))
+        if stage == "production" and holders["staging"] == version:
+            client.delete_registered_model_alias(name, "staging")
+            why = f"version {version} went to production"
+            left = new_move(seq + 1, "staging", "vacate", version, None, why, info.tags)
+            client.set_model_version_tag(name, version, left.tag, json.dumps(asdict(left)))
+        if alias_version(name, stage, tracking_uri) != version:  # a writer that bypassed the lock (another host)
+            raise StageConflict(f"{stage} of {name} was moved by another writer while version {version} was being set")
+    sync_stage_mirrors(name, move, tracking_uri, mirrors)
+    return move
+
+
+def rollback_stage(
+    name: str, stage: str, reason: str = "", tracking_uri: str | None = None, mirrors: list[StageMirror] | None = None
+) -> StageMove:
+    """Give `stage` back to the holder before the current one, from the audit trail. Rollbacks undo moves
+    one at a time: a second rollback goes one holder further back."""
+    check_stage_name(stage)
+    current = current_move(stage_history(name, tracking_uri), stage)
+    if current is None or current.to_version is None:
+        raise StageConflict(f"nothing to roll back: no version of {name} holds {stage} through a recorded move")
+    if current.from_version is None:
+        raise StageConflict(
+            f"version {current.to_version} was the first to hold {stage} of {name}: there is no earlier holder"
+        )
+    why = reason or f"rollback of move {current.seq} (version {current.from_version} -> {current.to_version})"
+    return move_stage(
+        name,
+        stage,
+        current.from_version,
+        expect=current.to_version,
+        reason=why,
+        kind="rollback",
+        tracking_uri=tracking_uri,
+        mirrors=mirrors,
+    )
+
+
+def sync_stage_mirrors(
+    name: str, move: StageMove | None = None, tracking_uri: str | None = None, mirrors: list[StageMirror] | None = None
+) -> None:
+    """Make every mirror show MLflow's holders (idempotent); `move` is recorded there too."""
+    holders = {
+        stage: version_info(name, v, tracking_uri) if v else None
+        for stage, v in stage_holders(name, tracking_uri).items()
+    }
+    for mirror in stage_mirrors() if mirrors is None else mirrors:
+        try:
+            mirror.sync(name, holders, move)
+        except Exception as exc:
+            raise StageSyncError(
+                f"MLflow's stages of {name} moved, but {type(mirror).__name__} did not follow ({exc}); "
+                "run `imgclf stages --sync` to repair it"
+            ) from exc
+
+
+def stage_disagreements(
+    name: str, tracking_uri: str | None = None, mirrors: list[StageMirror] | None = None
+) -> list[str]:
+    """Where a mirror shows other holders than MLflow's aliases ([] when they agree)."""
+    truth = stage_holders(name, tracking_uri)
+    problems = []
+    for mirror in stage_mirrors() if mirrors is None else mirrors:
+        seen = mirror.holders(name)
+        problems += [
+            f"{type(mirror).__name__}: {stage} is version {seen.get(stage)}, MLflow says {truth[stage]}"
+            for stage in STAGES
+            if seen.get(stage) != truth[stage]
+        ]
+    return problems
+
+
+def _existing_version(name: str, version: str, tracking_uri: str | None) -> VersionInfo:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return version_info(name, version, tracking_uri)
+    except MlflowException as exc:
+        raise LookupError(f"{name} has no version {version!r} in the MLflow registry") from exc
+
+
+@contextlib.contextmanager
+def _stage_lock(name: str, tracking_uri: str | None):
+    """One stage move at a time per registry and model on this machine (flock: threads and processes)."""
+    import mlflow
+
+    key = hashlib.sha256(f"{tracking_uri or mlflow.get_tracking_uri()}\n{name}".encode()).hexdigest()[:16]
+    path = paths.locks_dir() / f"stages-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -2,12 +2,13 @@
 
 from materializers.dataset import DatasetManifestMaterializer, QuarantineMaterializer
 from materializers.model import ExportedModelMaterializer, TrainedModelMaterializer
-from materializers.reports import ReportMaterializer
+from materializers.reports import PromotionRecordMaterializer, ReportMaterializer
 from materializers.validation import SuiteResultMaterializer
 
 __all__ = [
     "DatasetManifestMaterializer",
     "ExportedModelMaterializer",
+    "PromotionRecordMaterializer",
     "QuarantineMaterializer",
     "ReportMaterializer",
     "SuiteResultMaterializer",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,14 +24,10 @@ class DatasetManifestMaterializer(BaseMaterializer):
 
     def save(self, data: DatasetManifest) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            data.records.to_parquet(Path(tmp, "records.parquet"), index=False)
-            Path(tmp, "manifest.json").write_text(json.dumps({"root": data.root, "rows": len(data)}))
-            upload_dir(Path(tmp), self.uri)
+            upload_dir(data.write(tmp), self.uri)
 
     def load(self, data_type: type[Any]) -> DatasetManifest:
-        local = download_dir(self.uri)
-        meta = json.loads((local / "manifest.json").read_text())
-        return DatasetManifest(root=meta["root"], records=pd.read_parquet(local / "records.parquet"))
+        return DatasetManifest.read(download_dir(self.uri))
 
     def save_visualizations(self, data: DatasetManifest) -> dict[str, VisualizationType]:
         path = os.path.join(self.uri, "summary.html")

@@ -15,6 +15,7 @@ from zenml.materializers.base_materializer import BaseMaterializer
 
 from imgclf.evaluate.gate import GateResult
 from imgclf.evaluate.metrics import EvaluationReport
+from imgclf.promotion.record import PromotionRecord
 from imgclf.registry import RegisteredVersion
 from imgclf.serving.deployment import Deployment
 
@@ -40,3 +41,15 @@ class ReportMaterializer(BaseMaterializer):
         """The scalar fields (nested reports and tables stay in the JSON)."""
         fields = dataclasses.asdict(data)
         return {k: v for k, v in fields.items() if isinstance(v, (bool, int, float, str))}
+
+
+class PromotionRecordMaterializer(ReportMaterializer):
+    """The record as JSON, shown in the dashboard as its Markdown page (decision, figures, audit move)."""
+
+    ASSOCIATED_TYPES = (PromotionRecord,)
+
+    def save_visualizations(self, data: PromotionRecord) -> dict[str, VisualizationType]:
+        path = os.path.join(self.uri, "promotion.md")
+        with fileio.open(path, "w") as f:
+            f.write(data.to_markdown())
+        return {path: VisualizationType.MARKDOWN}

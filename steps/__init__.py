@@ -6,6 +6,8 @@ from steps.augment import augment
 from steps.deploy import deploy
 from steps.evaluate import evaluate
 from steps.ingest import ingest
+from steps.promote import promote
+from steps.promote_production import promote_production
 from steps.quantize import quantize
 from steps.register import register
 from steps.split import split
@@ -14,4 +16,16 @@ from steps.validate import validate
 
 quiet_third_party()
 
-__all__ = ["augment", "deploy", "evaluate", "ingest", "quantize", "register", "split", "train", "validate"]
+__all__ = [
+    "augment",
+    "deploy",
+    "evaluate",
+    "ingest",
+    "promote",
+    "promote_production",
+    "quantize",
+    "register",
+    "split",
+    "train",
+    "validate",
+]

@@ -4,38 +4,39 @@ from zenml import log_metadata, step
 from zenml.client import Client
 from zenml.logger import get_logger
 
-from imgclf import paths
-from imgclf.evaluate.gate import GateResult
-from imgclf.registry import RegisteredVersion, fetch_bundle
-from imgclf.serving.deployment import DeployConfig, Deployment, start
+from imgclf.promotion.record import PromotionRecord
+from imgclf.serving.deployment import DeployConfig, Deployment, deploy_version
 
 logger = get_logger(__name__)
 
 
 @step
-def deploy(
-    registered: RegisteredVersion, gate: GateResult, config: DeployConfig = DeployConfig()
-) -> Annotated[Deployment, "deployment"]:
-    """Serve the registered version with BentoML on `config.host` when the quality gate passed."""
-    if not gate.passed:
-        reason = f"quality gate failed: {gate.explain()}"
-        logger.warning("NOT deploying %s: %s", registered.model_uri, reason)
+def deploy(record: PromotionRecord, config: DeployConfig = DeployConfig()) -> Annotated[Deployment, "deployment"]:
+    """Serve the stage's new holder with BentoML on `config.host` when the promotion moved the stage (a
+    service already running for that stage keeps its version otherwise)."""
+    uri = f"models:/{record.model_name}/{record.candidate_version}"
+    if not record.moved:
+        reason = f"{record.stage} did not change: {record.reason}"
+        logger.warning("NOT deploying %s: %s", uri, reason)
         log_metadata(metadata={"deployed": False, "reason": reason})
-        return Deployment(
-            status="skipped", reason=reason, model_uri=registered.model_uri, model_version=registered.version
-        )
+        return Deployment(status="skipped", reason=reason, model_uri=uri, model_version=record.candidate_version)
     tracking_uri = Client().active_stack.experiment_tracker.get_tracking_uri()
-    bundle, version = fetch_bundle(
-        registered.model_uri, paths.deployments_dir() / f"{registered.name}-v{registered.version}", tracking_uri
-    )
-    deployment = start(bundle, registered.model_uri, version, config)
+    deployment = deploy_version(record.model_name, record.candidate_version, record.stage, config, tracking_uri)
     logger.info(
-        "deployed %s at %s (pid %d, log %s); stop it with: kill %d",
-        registered.model_uri,
+        "deployed %s (@%s) at %s (pid %d, log %s); stop it with: kill %d",
+        uri,
+        record.stage,
         deployment.url,
         deployment.pid,
         deployment.log_file,
         deployment.pid,
     )
-    log_metadata(metadata={"deployed": True, "url": deployment.url, "pid": deployment.pid, "model_version": version})
+    log_metadata(
+        metadata={
+            "deployed": True,
+            "url": deployment.url,
+            "pid": deployment.pid,
+            "model_version": deployment.model_version,
+        }
+    )
     return deployment

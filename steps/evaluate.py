@@ -9,7 +9,7 @@ from zenml.logger import get_logger
 from zenml.types import HTMLString, MarkdownString
 
 from imgclf.data.manifest import DatasetManifest
-from imgclf.evaluate.champion import load_champion
+from imgclf.evaluate.champion import CHAMPION_ALIASES, load_champion
 from imgclf.evaluate.evaluation import EvaluationConfig, evaluate_model
 from imgclf.evaluate.gate import GateConfig, GateResult
 from imgclf.evaluate.metrics import EvaluationReport
@@ -17,6 +17,7 @@ from imgclf.evaluate.model_card import ModelCardConfig, model_card
 from imgclf.evaluate.report import render_html
 from imgclf.evaluate.summary import headline_rows
 from imgclf.models.trained import TrainedModel
+from imgclf.registry import TEST_SPLIT_ARTIFACT
 
 logger = get_logger(__name__)
 
@@ -28,18 +29,19 @@ def evaluate(
     gate: GateConfig = GateConfig(),
     config: EvaluationConfig = EvaluationConfig(),
     card: ModelCardConfig = ModelCardConfig(),
-    production_alias: str = "production",
+    champion_aliases: tuple[str, ...] = CHAMPION_ALIASES,
 ) -> tuple[
     Annotated[EvaluationReport, "evaluation"],
     Annotated[GateResult, "quality_gate"],
     Annotated[HTMLString, "evaluation_report"],
     Annotated[MarkdownString, "model_card"],
 ]:
-    """Score the model on the held-out test split against the production model (if any), decide the
-    quality gate that deploy obeys, and write the HTML report and the model card."""
+    """Score the model on the held-out test split against the champion (the first of `champion_aliases`
+    with a holder), decide the quality gate, write the HTML report and the model card, and log the test
+    split with the run so that later promotions score on the same images."""
     zenml_model = get_step_context().model
     tracking_uri = Client().active_stack.experiment_tracker.get_tracking_uri()
-    champion, unavailable = load_champion(zenml_model.name, production_alias, tracking_uri)
+    champion, unavailable = load_champion(zenml_model.name, champion_aliases, tracking_uri)
     result = evaluate_model(model, manifest, gate, config, champion, unavailable)
     report, verdict = result.report, result.gate
     logger.info("test %s", "; ".join(f"{name} {value}" for name, value in headline_rows(report)))
@@ -65,5 +67,7 @@ def evaluate(
         for name, png in result.figure_files().items():
             Path(tmp, name).write_bytes(png)
         mlflow.log_artifacts(tmp, "evaluation/figures")
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifacts(str(manifest.subset("test").write(tmp)), TEST_SPLIT_ARTIFACT)
     log_metadata(metadata={**metrics, "quality_gate_passed": verdict.passed, "comparison": report.comparison_note})
     return report, verdict, HTMLString(html), MarkdownString(card_md)

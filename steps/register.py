@@ -6,10 +6,14 @@ from zenml import get_step_context, log_metadata, step
 from zenml.logger import get_logger
 from zenml.types import MarkdownString
 
+from imgclf import provenance
 from imgclf.bundle import write_release
+from imgclf.data.manifest import DatasetManifest
+from imgclf.evaluate.gate import GateResult
 from imgclf.evaluate.metrics import EvaluationReport
 from imgclf.export.exporter import ExportedModel
 from imgclf.models.trained import TrainedModel
+from imgclf.promotion.promote import GATE_PASSED_TAG, GATE_TAG
 from imgclf.registry import RegisteredVersion, describe_version, register_bundle
 
 logger = get_logger(__name__)
@@ -17,10 +21,16 @@ logger = get_logger(__name__)
 
 @step(experiment_tracker=True)
 def register(
-    model: TrainedModel, exported: ExportedModel, evaluation: EvaluationReport, model_card: MarkdownString
+    model: TrainedModel,
+    exported: ExportedModel,
+    evaluation: EvaluationReport,
+    gate: GateResult,
+    model_card: MarkdownString,
+    manifest: DatasetManifest,
 ) -> Annotated[RegisteredVersion, "registered_model"]:
-    """Register the release folder in MLflow under the ZenML Model's name, link the two versions, and put
-    the model card on the MLflow version (its description, and MODEL_CARD.md in the bundle)."""
+    """Register the release folder in MLflow under the ZenML Model's name, link the two versions, put the
+    model card on the MLflow version (its description, and MODEL_CARD.md in the bundle), and tag what the
+    promotion rules and the audit trail read: the gate's verdict, the data version and the commit."""
     zenml_model = get_step_context().model
     metrics = evaluation.metrics()
     with tempfile.TemporaryDirectory() as tmp:
@@ -33,7 +43,15 @@ def register(
             export_report=exported.report.to_dict(),
             model_card=str(model_card),
         )
-        tags = {"zenml_model_version": str(zenml_model.version), **{k: f"{v:.4f}" for k, v in metrics.items()}}
+        tags = {
+            "zenml_model_version": str(zenml_model.version),
+            **{k: f"{v:.4f}" for k, v in metrics.items()},
+            GATE_PASSED_TAG: str(gate.passed).lower(),
+            GATE_TAG: gate.explain(),
+            "data_hash": str(model.info.get("data_hash", "")),
+            "dvc_data": provenance.dvc_data_version(manifest.root),
+            "git_commit": provenance.git_commit(),
+        }
         registered = register_bundle(bundle, zenml_model.name, tags=tags)
     describe_version(registered.name, registered.version, str(model_card))
     log_metadata(

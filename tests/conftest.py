@@ -105,9 +105,12 @@ def small_model(full_digits_dir):
 
 
 @contextmanager
-def fast_pipeline_run(data_source: Path, config_dir: Path, edit: Callable[[dict], None] = lambda config: None):
+def fast_pipeline_run(
+    data_source: Path, config_dir: Path, edit: Callable[[dict], None] = lambda config: None, stop_service: bool = True
+):
     """Run the training_pipeline with configs/training_fast.yaml on `data_source` (deploying on a free
-    port), `edit` changing the config first; yield the run, then stop the service it started."""
+    port), `edit` changing the config first; yield the run, then stop the service it started (unless
+    `stop_service` is False: the caller stops it)."""
     import yaml
     from zenml.client import Client
 
@@ -127,7 +130,7 @@ def fast_pipeline_run(data_source: Path, config_dir: Path, edit: Callable[[dict]
         yield run
     finally:
         deployment = run.steps["deploy"].outputs["deployment"][0].load()
-        if deployment.pid:
+        if deployment.pid and stop_service:
             from imgclf.serving.deployment import stop
 
             stop(deployment.pid)

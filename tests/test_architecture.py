@@ -20,15 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a unit is `imgclf.<first name>` (a package or a module)
 LAYERS: list[set[str]] = [
-    {"imgclf.paths", "imgclf.logs", "imgclf.render"},
+    {"imgclf.paths", "imgclf.logs", "imgclf.render", "imgclf.provenance"},
     {"imgclf.preprocess"},
     {"imgclf.bundle", "imgclf.data"},
     {"imgclf.augment"},
-    {"imgclf.models"},
+    {"imgclf.models", "imgclf.stages"},
     {"imgclf.inference", "imgclf.registry"},
     {"imgclf.latency"},
     {"imgclf.train", "imgclf.evaluate", "imgclf.export"},
-    {"imgclf.compress"},
+    {"imgclf.compress", "imgclf.promotion"},
     {"imgclf.serving"},
     {"imgclf.commands"},
     {"imgclf.cli"},

@@ -337,7 +337,7 @@ def test_a_clearly_better_challenger_is_significant_both_ways():
     assert "challenger better" in better.explain() and "McNemar" in better.explain()
     worse = compare_models(y, b, a, n_bootstrap=1000)
     assert worse.verdict == "challenger worse" and worse.accuracy_delta < 0
-    assert set(better.metrics()) >= {"compare_accuracy_delta", "compare_mcnemar_p_value", "production_test_accuracy"}
+    assert set(better.metrics()) >= {"compare_accuracy_delta", "compare_mcnemar_p_value", "champion_test_accuracy"}
     json.dumps(dataclasses.asdict(better), allow_nan=False)
 
 

@@ -95,7 +95,7 @@ def test_identical_production_model_is_no_significant_difference(small_model):
 def test_no_production_model_and_other_classes_are_said_plainly(small_model):
     trained, manifest = small_model
     alone = evaluate_model(trained, manifest, GateConfig(), FAST, None)
-    assert alone.report.comparison is None and "no production model" in alone.report.comparison_note
+    assert alone.report.comparison is None and "no staging or production model" in alone.report.comparison_note
     other = dataclasses.replace(trained, class_names=[f"c{i}" for i in range(len(trained.class_names))])
     mismatch = evaluate_model(trained, manifest, GateConfig(), FAST, Champion(other, "models:/m/2"))
     assert mismatch.report.comparison is None and "not comparable" in mismatch.report.comparison_note
@@ -147,7 +147,7 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(evaluation,
     assert all(complete and width > 50 and height > 50 for _, complete, width, height in shown["images"]), shown[
         "images"
     ]
-    assert {"Quality gate", "Metrics", "Subgroups", "Figures", "Against the production model"} <= set(shown["headings"])
+    assert {"Quality gate", "Metrics", "Subgroups", "Figures", "Against the champion"} <= set(shown["headings"])
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
@@ -223,19 +223,35 @@ def test_multilabel_evaluation_matches_sklearn(full_digits_dir, tmp_path):
     assert "mAP" in card and f"{report.accuracy:.4f}" in card
 
 
-def test_production_alias_is_found_in_the_registry(small_model, mlflow_uri, tmp_path):
+def test_the_champion_is_the_staging_holder_else_production(small_model, mlflow_uri, tmp_path):
     import mlflow
 
-    from imgclf.registry import alias_version, describe_version, fetch_bundle, register_bundle
+    from imgclf.evaluate.champion import load_champion
+    from imgclf.registry import describe_version, fetch_bundle, move_stage, register_bundle
 
     trained, _ = small_model
-    assert alias_version("digits", "production", mlflow_uri) is None  # no model at all
+    assert load_champion("digits", tracking_uri=mlflow_uri) == (None, "")  # no model at all
+    first = register_bundle(trained.save(tmp_path / "bundle"), "digits")
+    assert load_champion("digits", tracking_uri=mlflow_uri) == (None, "")  # a model, no stage held
+    move_stage("digits", "staging", first.version, expect=None, reason="test", mirrors=[])
+    move_stage("digits", "production", first.version, expect=None, reason="test", mirrors=[])
+    champion, _ = load_champion("digits", tracking_uri=mlflow_uri)
+    assert (champion.version, champion.alias) == (first.version, "production")  # staging is empty
     registered = register_bundle(trained.save(tmp_path / "bundle"), "digits")
-    assert alias_version("digits", "production", mlflow_uri) is None  # a model, no alias
+    move_stage("digits", "staging", registered.version, expect=None, reason="test", mirrors=[])
+    champion, _ = load_champion("digits", tracking_uri=mlflow_uri)
+    assert (champion.version, champion.alias, champion.label) == (
+        registered.version,
+        "staging",
+        f"models:/digits/{registered.version} (@staging)",
+    )
+    assert champion.model.class_names == trained.class_names
+
     from imgclf.cli import main
 
-    assert main(["promote", "models:/digits/latest"]) == 0  # the CLI a user runs to set the champion
-    assert alias_version("digits", "production", mlflow_uri) == registered.version
+    outsider = register_bundle(trained.save(tmp_path / "bundle"), "digits")  # registered without a training run
+    with pytest.raises(SystemExit, match=f"version {outsider.version}'s run .* logged no evaluation/test_split"):
+        main(["promote", outsider.version, "--to", "staging", "--model-name", "digits"])
     describe_version("digits", registered.version, "# Model card", mlflow_uri)
     assert mlflow.MlflowClient(mlflow_uri).get_model_version("digits", registered.version).description == "# Model card"
     bundle, _ = fetch_bundle(f"models:/digits/{registered.version}", tmp_path / "fetched", mlflow_uri)

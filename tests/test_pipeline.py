@@ -14,7 +14,7 @@ from conftest import SESSION_MLFLOW_URI, fast_pipeline_run
 
 pytestmark = pytest.mark.integration
 
-STEPS = ["ingest", "validate", "split", "augment", "train", "evaluate", "quantize", "register", "deploy"]
+STEPS = ["ingest", "validate", "split", "augment", "train", "evaluate", "quantize", "register", "promote", "deploy"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def pipeline_run(digits_dir, tmp_path_factory):
         yield run
 
 
-def test_all_nine_steps_completed(pipeline_run):
+def test_all_steps_completed(pipeline_run):
     from zenml.enums import ExecutionStatus
 
     assert pipeline_run.status == ExecutionStatus.COMPLETED
@@ -89,7 +89,7 @@ def test_report_and_model_card_reach_zenml_and_mlflow(pipeline_run):
     page = str(evaluate.outputs["evaluation_report"][0].load())
     assert page.startswith("<!DOCTYPE html>") and page.count('src="data:image/png;base64,') == 6
     assert f"{report.accuracy:.4f} [{report.accuracy_ci_low:.4f}, {report.accuracy_ci_high:.4f}]" in page
-    assert "no production model in the registry" in report.comparison_note
+    assert "no staging or production model in the registry" in report.comparison_note
     card = str(pipeline_run.model_version.get_artifact("model_card").load())
     assert card.startswith(f"# Model card: image-classifier (version {pipeline_run.model_version.number})")
     assert f"{report.accuracy:.4f} [{report.accuracy_ci_low:.4f}, {report.accuracy_ci_high:.4f}]" in card

@@ -1,4 +1,6 @@
-"""`imgclf promote` and `summary`: the MLflow registry from the command line."""
+"""`imgclf promote`, `rollback`, `stages` and `summary`: the registry's stages from the command line.
+Every move goes through `imgclf.registry.move_stage` (compare-and-set, audited, mirrored to ZenML) and the
+services recorded for the stage follow it."""
 
 from __future__ import annotations
 
@@ -6,31 +8,122 @@ import argparse
 
 from imgclf import paths
 
+NOBODY = "none"  # --expect none: the stage must be empty
+
 
 def promote(args: argparse.Namespace) -> int:
-    """Point a registry alias at a version: the next pipeline run compares its new model with it."""
-    from imgclf.registry import resolve_version, set_alias
+    """Score VERSION beside the stage's champion on VERSION's test images, apply the rules, move the stage."""
+    from imgclf.promotion.promote import CURRENT, promote_version
+    from imgclf.promotion.rules import PromotionRules
+    from imgclf.promotion.scoring import TestImagesUnavailable
 
-    name, version = resolve_version(args.model)
-    previous = set_alias(name, version, args.alias)
-    print(f"models:/{name}@{args.alias} -> version {version}" + (f" (was {previous})" if previous else " (new alias)"))
+    expect = CURRENT if args.expect is None else (None if args.expect.lower() == NOBODY else args.expect)
+    try:
+        record = promote_version(
+            args.model_name, args.version, args.to, PromotionRules(), expect, data_root=args.data_root
+        )
+    except TestImagesUnavailable as exc:
+        raise SystemExit(f"imgclf promote: {exc}") from None
+    print(record.to_markdown())
+    if record.moved:
+        _follow(args.model_name, args.to, args.version)
+    return 0 if record.moved else 1
+
+
+def rollback(args: argparse.Namespace) -> int:
+    """The stage back to its previous holder from the audit trail."""
+    from imgclf.registry import rollback_stage
+    from imgclf.stages import StageConflict
+
+    try:
+        move = rollback_stage(args.model_name, args.stage, args.reason)
+    except StageConflict as exc:
+        raise SystemExit(f"imgclf rollback: {exc}") from None
+    print(f"{args.stage} of {args.model_name}: version {move.from_version} -> {move.to_version} (move {move.seq})")
+    _follow(args.model_name, args.stage, str(move.to_version))
     return 0
 
 
+def stages(args: argparse.Namespace) -> int:
+    """The stages table; `--holder STAGE` prints the holder's version alone (nothing when empty)."""
+    from imgclf import registry
+    from imgclf.stages import current_move
+
+    name = args.model_name
+    if args.sync:
+        registry.sync_stage_mirrors(name)
+    holders = registry.stage_holders(name)
+    if args.holder:
+        print(holders[args.holder] or "")
+        return 0
+    history = registry.stage_history(name)
+    rows = []
+    for stage, version in holders.items():
+        move = current_move(history, stage) if version else None
+        tags = registry.version_info(name, version).tags if version else {}
+        rows.append(_stage_row(stage, version, move, tags))
+    print(_markdown_table(["stage", "version", "since", "by", "test accuracy [95% CI]", "data version"], rows))
+    problems = registry.stage_disagreements(name)
+    print("\n" + ("; ".join(problems) + " (repair: imgclf stages --sync)" if problems else "ZenML's stages agree."))
+    return 1 if problems else 0
+
+
+def _stage_row(stage: str, version: str | None, move, tags: dict[str, str]) -> list[str]:
+    if version is None:
+        return [stage, "-", "-", "-", "-", "-"]
+    accuracy = tags.get("test_accuracy", "-")
+    if "test_accuracy_ci_low" in tags:
+        accuracy += f" [{tags['test_accuracy_ci_low']}, {tags['test_accuracy_ci_high']}]"
+    since, by = (move.at, move.by) if move is not None and move.to_version == version else ("-", "set outside imgclf")
+    data = tags.get("dvc_data") or "-"
+    if tags.get("data_hash"):
+        data += f" (manifest {tags['data_hash'][:12]})"
+    return [stage, version, since, by, accuracy, data]
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _follow(name: str, stage: str, version: str) -> None:
+    """Services recorded for the stage now serve its new holder."""
+    from imgclf.serving.deployment import redeploy_stage
+
+    for deployment in redeploy_stage(name, stage, version):
+        print(f"the {stage} service at {deployment.url} now serves version {deployment.model_version}")
+
+
 def summary(args: argparse.Namespace) -> int:
-    """The latest registered version, its headline metrics, and where its report and card are."""
+    """The latest registered version, its headline metrics, its promotion, and where its report and card are."""
     from imgclf import registry
 
     found = registry.version_info(args.model_name)
+    if args.markdown:
+        return _summary_markdown(args, found)
     print(f"\nRegistered models:/{found.name}/{found.version}  (MLflow run {found.run_id})")
     for key in ("test_accuracy", "test_macro_f1"):
         if key in found.tags:
             print(f"  {key} = {found.tags[key]}")
+    for key, value in sorted(found.tags.items()):
+        if key.startswith("imgclf.promotion."):
+            print(f"  promotion: {value}")
     reports = paths.reports_dir() / f"{found.name}-v{found.version}"
     for label, artifact in (("Evaluation report", "evaluation/report.html"), ("Model card", "model_card.md")):
         local = registry.download_run_file(found.run_id, artifact, reports)
         print(f"{label}: {local}" if local else f"{label}: not logged by run {found.run_id}")
     print(f"MLflow UI:      mlflow ui --backend-store-uri {registry.tracking_uri()}")
     print("ZenML dashboard: zenml login --local   (runs, artifacts and visualisations)")
-    print(f"Serve it:       make serve   (or: imgclf serve --model models:/{found.name}/{found.version})")
+    print("Stages:         imgclf stages")
+    print("Serve it:       make serve   (production, else staging, else the latest version)")
     return 0
+
+
+def _summary_markdown(args: argparse.Namespace, found) -> int:
+    """For a CI job summary: headline metrics, the promotion decision and the stages table."""
+    tags = found.tags
+    print(f"## {found.name} version {found.version}\n")
+    rows = [[key, tags[key]] for key in ("test_accuracy", "test_macro_f1", "quality_gate") if key in tags]
+    rows += [[key.removeprefix("imgclf."), v] for key, v in sorted(tags.items()) if key.startswith("imgclf.promotion.")]
+    print(_markdown_table(["", ""], rows) + "\n")
+    return stages(argparse.Namespace(model_name=args.model_name, sync=False, holder=None))

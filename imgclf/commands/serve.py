@@ -22,7 +22,21 @@ def resolve_model(model: str) -> tuple[Path, str]:
     return path, "local"
 
 
+def default_model(name: str) -> tuple[str, str]:
+    """(models:/ URI, why): production when a version holds it, else staging, else the latest version."""
+    from imgclf.registry import STAGES, alias_version, latest_version
+
+    for stage in reversed(STAGES):
+        version = alias_version(name, stage)
+        if version is not None:
+            return f"models:/{name}@{stage}", f"{stage} is version {version}"
+    return f"models:/{name}/latest", f"no version holds staging or production; the latest is {latest_version(name)}"
+
+
 def serve(args: argparse.Namespace) -> int:
+    if args.model is None:
+        args.model, why = default_model(args.model_name)
+        print(f"serving {args.model}: {why}", flush=True)
     model_dir, version = resolve_model(args.model)
     check_servable(model_dir)
     from imgclf.serving.deployment import serve_command

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,22 @@ class DatasetManifest:
         """What a model is trained and scored against: class indices, or multi-hot rows for multi-label
         data. `multi_label` is the whole data set's (a split may happen to hold single labels only)."""
         return self.label_matrix(class_names) if multi_label else self.label_indices(class_names)
+
+    def write(self, folder: str | Path) -> Path:
+        """`records.parquet` + `manifest.json` (the root) in `folder`: what the materializer and the
+        registry store."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.records.to_parquet(folder / "records.parquet", index=False)
+        (folder / "manifest.json").write_text(json.dumps({"root": self.root, "rows": len(self)}))
+        return folder
+
+    @classmethod
+    def read(cls, folder: str | Path, root: str | Path | None = None) -> DatasetManifest:
+        """What `write` stored; `root` re-anchors the relative paths (the data checked out elsewhere)."""
+        folder = Path(folder)
+        stored = json.loads((folder / "manifest.json").read_text())["root"]
+        return cls(root=str(root or stored), records=pd.read_parquet(folder / "records.parquet"))
 
     def absolute_paths(self) -> list[Path]:
         root = Path(self.root)

@@ -1,6 +1,6 @@
-"""Champion (the production model) against challenger on the same test items: `compare_models` says in
-plain words whether the challenger really is better, from the paired bootstrap and McNemar's test.
-Deltas are challenger minus champion, so a positive delta means the challenger is better."""
+"""Champion (the registered version a new model would replace) against challenger on the same test items:
+`compare_models` says in plain words whether the challenger really is better, from the paired bootstrap
+and McNemar's test. Deltas are challenger minus champion, so a positive delta means the challenger is better."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from imgclf.evaluate.stats import (
 
 @dataclass
 class ModelComparison:
-    """Champion (production) vs challenger on the same test items. Deltas are challenger - champion.
+    """Champion vs challenger on the same test items. Deltas are challenger - champion.
 
     Significance: the paired-bootstrap CI of the `primary` metric's delta at `level` excludes 0
     (equivalently its p-value < 1 - level). McNemar's test on paired correctness is reported beside it.
@@ -58,17 +58,17 @@ class ModelComparison:
         p = getattr(self, f"{self.primary}_p_value")
         pct = f"{100 * self.level:g}%"
         return (
-            f"{self.verdict}: {self.primary} {getattr(self, f'challenger_{self.primary}'):.4f} vs production "
+            f"{self.verdict}: {self.primary} {getattr(self, f'challenger_{self.primary}'):.4f} vs champion "
             f"{getattr(self, f'champion_{self.primary}'):.4f}, delta {d:+.4f} ({pct} CI {lo:+.4f} to {hi:+.4f}, "
-            f"paired bootstrap p={p:.3g}, n={self.n_images}); McNemar: production-only correct {self.mcnemar_b}, "
+            f"paired bootstrap p={p:.3g}, n={self.n_images}); McNemar: champion-only correct {self.mcnemar_b}, "
             f"challenger-only correct {self.mcnemar_c}, p={self.mcnemar_p_value:.3g}"
         )
 
     def metrics(self) -> dict[str, float]:
-        """Flat numbers for step metadata / MLflow (prefix `production_` = the champion)."""
+        """Flat numbers for step metadata / MLflow (prefix `champion_` = the champion)."""
         return {
-            "production_test_accuracy": self.champion_accuracy,
-            "production_test_macro_f1": self.champion_macro_f1,
+            "champion_test_accuracy": self.champion_accuracy,
+            "champion_test_macro_f1": self.champion_macro_f1,
             "compare_accuracy_delta": self.accuracy_delta,
             "compare_accuracy_ci_low": self.accuracy_ci_low,
             "compare_accuracy_ci_high": self.accuracy_ci_high,

@@ -1,6 +1,6 @@
 """The whole evaluation of a trained model on the held-out test split, in one call: metrics with CIs,
-latency, subgroups, the comparison with the production model, the quality gate, the figures and the
-HTML report. The evaluate step and the tests call this; the step only logs what it returns."""
+latency, subgroups, the comparison with the champion (the version it would replace), the quality gate,
+the figures and the HTML report. The evaluate step and the tests call this; the step only logs what it returns."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from sklearn.metrics import f1_score
 from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate import plots
-from imgclf.evaluate.champion import Champion
-from imgclf.evaluate.comparison import ModelComparison, compare_models
+from imgclf.evaluate.champion import Champion, compare_with_champion
 from imgclf.evaluate.gate import GateConfig, GateResult, quality_gate
 from imgclf.evaluate.metrics import EvaluationReport, evaluate_probabilities, softmax
 from imgclf.evaluate.multilabel import evaluate_multilabel, tune_thresholds
@@ -72,9 +71,11 @@ def evaluate_model(
     else:
         probs = softmax(logits)
         report, figures = _single_label_evaluation(trained, network, data, probs, config)
-        report.comparison, report.comparison_note = _compare(
-            champion, champion_note, manifest, data.test.targets, probs, trained, config
+        report.comparison, report.comparison_note = compare_with_champion(
+            champion, champion_note, manifest, data.test.targets, probs, trained, config.n_bootstrap, config.seed
         )
+        if report.comparison is not None:
+            report.champion_version, report.champion_alias = champion.version, champion.alias
     if config.measure_latency:
         report = report.with_latency(measure_model_latency(network, trained.preprocess))
     return Evaluation(report=report, gate=quality_gate(report, gate), figures=figures)
@@ -106,37 +107,13 @@ def _single_label_evaluation(
 def _multilabel_evaluation(
     trained: TrainedModel, network, data: DecodedSplits, logits: np.ndarray, config: EvaluationConfig
 ) -> EvaluationReport:
-    """The multi-label report; subgroups and the production comparison are single-label only, and say so."""
+    """The multi-label report; subgroups and the champion comparison are single-label only, and say so."""
     report = _multilabel_report(trained, network, data, logits, config)
-    report.comparison_note = "not compared with the production model: the comparison is single-label only"
+    report.comparison_note = "not compared with a champion: the comparison is single-label only"
     extra = data.test.manifest.extra_columns
     if extra:
         report.subgroups = SubgroupReport(skipped=dict.fromkeys(extra, "subgroup metrics are single-label only"))
     return report
-
-
-def _compare(champion, champion_note, manifest, y_true, probs, trained, config) -> tuple[ModelComparison | None, str]:
-    class_names = trained.class_names
-    if champion is None:
-        return None, champion_note or "no production model in the registry: nothing to compare with"
-    if list(champion.model.class_names) != list(class_names):
-        return None, (
-            f"production model {champion.label} has other classes ({len(champion.model.class_names)}: "
-            f"{champion.model.class_names[:5]}...) than this model ({len(class_names)}); not comparable"
-        )
-    spec = champion.model.preprocess
-    images = DecodedSplits(manifest, spec, class_names).test.images
-    champion_probs = softmax(predict_logits(champion.model.build(), images, spec))
-    result = compare_models(
-        y_true, champion_probs, probs, n_bootstrap=config.n_bootstrap, seed=config.seed, n_classes=len(class_names)
-    )
-    note = f"compared with production model {champion.label}: {result.explain()}"
-    if champion.model.info.get("data_hash") != trained.info.get("data_hash"):
-        note += (
-            "; caution: production was trained on other data (or its data is unknown), so some of these test images "
-            "may have been in its training set"
-        )
-    return result, note
 
 
 def _figures(network, trained, images, y_true, probs, report, config) -> dict[str, bytes]:

@@ -8,7 +8,7 @@ CIs for accuracy and macro F1. `evaluate_predictions` does the label-only part f
 `EvaluationReport.metrics()` is the flat dict of numbers used for step metadata and MLflow.
 
 The report also carries what `imgclf.evaluate.evaluation` adds: subgroups, the comparison with the
-production model, and for multi-label data the `MultiLabelReport`. Every field is a plain JSON value or
+champion, and for multi-label data the `MultiLabelReport`. Every field is a plain JSON value or
 one of those dataclasses, so `dataclasses.asdict` + JSON stores a report and
 `pydantic.TypeAdapter(EvaluationReport).validate_python` rebuilds it. Undefined numbers are None (not
 NaN) so they stay valid JSON everywhere.
@@ -78,11 +78,13 @@ class EvaluationReport:
     latency_p95_ms: float | None = None
     batch32_images_per_s: float | None = None
     notes: list[str] = field(default_factory=list)
-    # filled in by imgclf.evaluate.evaluation: subgroups, the comparison with the production model
-    # (None when there is none) and why / why not
+    # filled in by imgclf.evaluate.evaluation: subgroups, the comparison with the champion (the version a
+    # new model would replace: the staging holder, else production; None when there is none) and why / why not
     subgroups: SubgroupReport = field(default_factory=SubgroupReport)
     comparison: ModelComparison | None = None
     comparison_note: str = ""
+    champion_version: str = ""  # the registered version compared with ("" when none)
+    champion_alias: str = ""  # the stage it held then
     # multi-label data: `accuracy` is exact-match accuracy, `macro_f1` is at thresholds tuned on
     # validation, and this holds the per-label AP, mAP and thresholds
     multi_label: MultiLabelReport | None = None

@@ -68,7 +68,7 @@ def _comparison_table(c: ModelComparison) -> Table:
         ]
         for label, m in (("accuracy", "accuracy"), ("macro F1", "macro_f1"))
     ]
-    return Table(["metric", "production", "this model", "delta [95% CI]", "paired bootstrap p"], rows)
+    return Table(["metric", "champion", "this model", "delta [95% CI]", "paired bootstrap p"], rows)
 
 
 def _per_class_table(report: EvaluationReport) -> Table:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ class Deployment:
     model_uri: str = ""
     model_version: str = ""
     log_file: str = ""
+    stage: str = ""  # the registry stage it serves ("": a fixed version); moves of that stage redeploy it
 
 
 def serve_command(model_dir: str | Path, version: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
@@ -81,7 +83,32 @@ def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = No
     raise TimeoutError(f"{url} was not ready after {timeout_s:.0f} s")
 
 
-def start(model_dir: str | Path, model_uri: str, version: str, config: DeployConfig) -> Deployment:
+def deploy_version(
+    name: str, version: str, stage: str, config: DeployConfig, tracking_uri: str | None = None
+) -> Deployment:
+    """Fetch a registered version and serve it for `stage`, replacing the service on the same port."""
+    from imgclf.registry import fetch_bundle
+
+    uri = f"models:/{name}/{version}"
+    bundle, version = fetch_bundle(uri, paths.deployments_dir() / f"{name}-v{version}", tracking_uri)
+    return start(bundle, uri, version, config, stage=stage)
+
+
+def redeploy_stage(name: str, stage: str, version: str, tracking_uri: str | None = None) -> list[Deployment]:
+    """Point every running service of `name`'s `stage` (recorded by `start`) at `version`: what makes
+    the served model follow a promotion or rollback made outside a pipeline."""
+    moved = []
+    for record_path in sorted(paths.deployments_dir().glob("*.json")):
+        record = Deployment(**json.loads(record_path.read_text()))
+        if record.stage != stage or not record.model_uri.startswith(f"models:/{name}/") or not _alive(record.pid):
+            continue
+        where = urllib.parse.urlsplit(record.url)
+        config = DeployConfig(host=where.hostname, port=where.port)
+        moved.append(deploy_version(name, version, stage, config, tracking_uri))
+    return moved
+
+
+def start(model_dir: str | Path, model_uri: str, version: str, config: DeployConfig, stage: str = "") -> Deployment:
     """Start the service in its own session (it outlives the caller), replacing one on the same port."""
     record_path = paths.deployments_dir() / f"{config.port}.json"
     stop_recorded(config.port)
@@ -100,7 +127,8 @@ def start(model_dir: str | Path, model_uri: str, version: str, config: DeployCon
         stop(process.pid)
         tail = log_file.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"service for {model_uri} did not start: {exc}\n--- {log_file} ---\n{tail}") from None
-    deployment = Deployment("running", "quality gate passed", url, process.pid, model_uri, version, str(log_file))
+    reason = f"serves @{stage}" if stage else "serves a fixed version"
+    deployment = Deployment("running", reason, url, process.pid, model_uri, version, str(log_file), stage)
     record_path.write_text(json.dumps(asdict(deployment), indent=2))
     return deployment
 
@@ -146,8 +174,16 @@ def stop_recorded(port: int) -> bool:
     if not record_path.is_file():
         return False
     record = json.loads(record_path.read_text())
-    cmdline = Path(f"/proc/{record['pid']}/cmdline")
-    if cmdline.exists() and b"imgclf.serving.service" in cmdline.read_bytes():  # not a recycled pid
+    if _alive(int(record["pid"])):
         stop(int(record["pid"]))
     record_path.unlink()
     return True
+
+
+def _alive(pid: int) -> bool:
+    """The recorded service still runs (and the pid was not recycled by another program)."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        return b"imgclf.serving.service" in cmdline.read_bytes()
+    except OSError:
+        return False

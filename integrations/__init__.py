@@ -1,0 +1,1 @@
+"""Glue that plugs ZenML into `imgclf` without `imgclf` importing ZenML (entry points in pyproject.toml)."""
