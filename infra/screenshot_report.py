@@ -3,16 +3,19 @@
     .venv/bin/python infra/screenshot_report.py \
         .state/reports/image-classifier-v1/report.html docs/evaluation_report.png
 
-Uses Debian's /usr/bin/chromium through playwright (never downloads a browser); prints each image's
+Uses Debian's /usr/bin/chromium, or the Chrome/Chromium that IMGCLF_CHROMIUM names (GitHub's Ubuntu runner:
+.ci/run sets it), through playwright (never downloads a browser); prints each image's
 alt text and whether it loaded, and fails if one did not. The report's browser test uses
 `open_in_chromium` too."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Ubuntu's apt `chromium` is a snap stub that does not run in CI, so the binary can be named
+CHROMIUM = Path(os.environ.get("IMGCLF_CHROMIUM") or "/usr/bin/chromium")
 # no sandbox (root in CI); no background networking: this machine's closed network refuses it
 ARGS = [
     "--no-sandbox",

@@ -25,7 +25,7 @@ from imgclf.evaluate.gate import GateConfig
 from imgclf.evaluate.model_card import ModelCardConfig, model_card
 from imgclf.evaluate.report import render_html
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's; .ci/run installs it
+CHROMIUM = Path(os.environ.get("IMGCLF_CHROMIUM") or "/usr/bin/chromium")  # Debian's, or what .ci/run found
 FAST = EvaluationConfig(n_bootstrap=200, gradcam_images=3, misclassified_images=8, measure_latency=False)
 
 
@@ -135,7 +135,7 @@ def test_html_report_is_self_contained_and_complete(evaluation):
 
 
 @pytest.mark.skipif(
-    not CHROMIUM.exists() and not os.environ.get("IMGCLF_REQUIRE_BROWSER"), reason="Debian chromium is not installed"
+    not CHROMIUM.exists() and not os.environ.get("IMGCLF_REQUIRE_BROWSER"), reason=f"no Chromium at {CHROMIUM}"
 )
 def test_report_renders_in_headless_chromium_with_every_image_loaded(evaluation, tmp_path):
     open_in_chromium = runpy.run_path(str(ROOT / "infra" / "screenshot_report.py"))["open_in_chromium"]
