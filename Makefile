@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 MODEL ?=  # default: the version in production, else staging, else the latest (imgclf serve says which)
 CONFIG ?= configs/training.yaml
+# The stack pipelines run on: the team's when ZENML_STACK names one (CI), else the local one (re)activated,
+# so a `zenml stack set` elsewhere cannot break a run
+USE_STACK = if [ -n "$${ZENML_STACK:-}" ]; then $(BIN)/zenml stack set "$$ZENML_STACK"; else $(BIN)/python infra/local_stack.py; fi
 PORT ?= 3000
 # pip on this machine warns once per package about missing local index folders; keep the real errors
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
@@ -41,7 +44,7 @@ run: setup data train
 # The training pipeline on the team's stack when ZENML_STACK names one (CI), else on the local stack.
 # It ends by giving the new version `staging` when the promotion rules allow, and serving it.
 train: setup
-	if [ -n "$${ZENML_STACK:-}" ]; then $(BIN)/zenml stack set "$$ZENML_STACK"; else $(BIN)/python infra/local_stack.py; fi
+	$(USE_STACK)
 	$(BIN)/zenml pipeline run pipelines.training_pipeline -c $(CONFIG)
 
 summary: setup  # Markdown: the latest version's figures, its promotion decision, the stages (CI job summary)
@@ -53,6 +56,7 @@ stages: setup
 # Production takes only the version that holds staging, named explicitly; exits non-zero when refused.
 promote-production: setup
 	@test -n "$(VERSION)" || { echo "usage: make promote-production VERSION=N  (the version that holds staging: imgclf stages)"; exit 2; }
+	$(USE_STACK)
 	$(BIN)/python -m pipelines.promotion --version "$(VERSION)" -c configs/promote_production.yaml
 
 rollback-production: setup
