@@ -1,0 +1,153 @@
+"""A demonstration of a model's life through the stages, in a throwaway state folder (its own ZenML
+store, MLflow database and services, so a checkout's own registry is left alone):
+
+    python bench/model_lifecycle.py                 # the README's "Staging and production" table
+    python bench/model_lifecycle.py --keep DIR      # keep the state in DIR (look at it with the MLflow UI)
+
+v1 trains (resnet10t from scratch, 32 px, 8 epochs, on the full digits) and takes staging; the promotion
+pipeline moves it to production; v2, trained with a learning rate too small to learn, is refused
+staging by the paired test; v3 takes staging and then production; `imgclf rollback production`
+restores v1. After each step it prints the decision and `imgclf stages` (which also checks that ZenML's
+stages agree with the MLflow aliases), and at the end the whole audit trail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "image-classifier"
+
+
+def isolate(state: Path) -> None:
+    """What infra/env.sh sets, pointed at `state`; before zenml or mlflow is imported."""
+    os.environ.update(
+        IMGCLF_STATE=str(state),
+        ZENML_CONFIG_PATH=str(state / "zenml"),
+        MLFLOW_TRACKING_URI=f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
+        IMGCLF_CACHE_DIR=str(state / "cache"),
+        BENTOML_HOME=str(state / "bentoml"),
+        ZENML_ANALYTICS_OPT_IN="false",
+        AUTO_OPEN_DASHBOARD="false",
+        BENTOML_DO_NOT_TRACK="True",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        GX_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="true",
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(data: Path, folder: Path, seed: int, lr: float, port: int):
+    import yaml
+    from zenml.client import Client
+
+    from pipelines import training_pipeline
+
+    config = yaml.safe_load((ROOT / "configs" / "training_fast.yaml").read_text())
+    config["parameters"]["data_source"] = str(data)
+    params = config["steps"]["train"]["parameters"]
+    del params["distill_into"], params["prune"]
+    params["config"].update(epochs=8, seed=seed, lr=lr)
+    config["steps"]["deploy"]["parameters"]["config"]["port"] = port
+    path = folder / f"train-{seed}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    training_pipeline.with_options(config_path=str(path))()
+    run = Client().get_pipeline("training_pipeline").last_run
+    return run.steps["promote"].outputs["promotion_record"][0].load()
+
+
+def promote_production(version: str, folder: Path, port: int) -> int:
+    import yaml
+
+    from pipelines.promotion import main
+
+    config = yaml.safe_load((ROOT / "configs" / "promote_production.yaml").read_text())
+    config["steps"]["deploy"]["parameters"]["config"]["port"] = port
+    path = folder / f"promote-{version}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return main(["--version", version, "-c", str(path)])
+
+
+def show(title: str, started: float) -> None:
+    from imgclf.cli import main
+
+    print(f"\n### {title}  ({time.monotonic() - started:.0f} s)\n", flush=True)
+    main(["stages"])
+
+
+def run(state: Path) -> None:
+    isolate(state)
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    runpy.run_path(str(ROOT / "infra" / "local_stack.py"))["ensure_local_stack"]()
+    from imgclf.cli import main
+    from imgclf.data.digits import write_digits
+    from imgclf.serving.deployment import stop_recorded
+
+    data = ROOT / "data" / "digits"  # `make data`: its DVC hash is the data version the moves record
+    if not data.is_dir():
+        data = state / "digits"
+        write_digits(data)
+    ports = {"staging": free_port(), "production": free_port()}
+    try:
+        t = time.monotonic()
+        v1 = train(data, state, seed=1, lr=3e-3, port=ports["staging"])
+        print(v1.to_markdown())
+        show("v1 trained", t)
+        t = time.monotonic()
+        promote_production(v1.candidate_version, state, ports["production"])
+        show(f"v{v1.candidate_version} promoted to production", t)
+        t = time.monotonic()
+        v2 = train(data, state, seed=2, lr=1e-7, port=ports["staging"])
+        print(v2.to_markdown())
+        show("v2 (learning rate too small to learn) trained", t)
+        t = time.monotonic()
+        v3 = train(data, state, seed=3, lr=3e-3, port=ports["staging"])
+        print(v3.to_markdown())
+        show("v3 trained", t)
+        t = time.monotonic()
+        promote_production(v3.candidate_version, state, ports["production"])
+        show(f"v{v3.candidate_version} promoted to production", t)
+        t = time.monotonic()
+        main(["rollback", "production", "--reason", "demonstration rollback"])
+        show("production rolled back", t)
+        print_trail()
+    finally:
+        for port in ports.values():
+            stop_recorded(port)
+
+
+def print_trail() -> None:
+    from imgclf.registry import stage_history
+
+    print(
+        "\n### The audit trail\n\n| # | stage | kind | from | to | by | data version |\n|---|---|---|---|---|---|---|"
+    )
+    for m in stage_history(NAME):
+        cells = [m.seq, m.stage, m.kind, m.from_version or "-", m.to_version or "-", m.by, m.data_version]
+        print("| " + " | ".join(map(str, cells)) + " |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", type=Path, help="state folder to keep (default: a temp folder, removed)")
+    args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        run(args.keep.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="imgclf-lifecycle-") as tmp:
+            run(Path(tmp))
