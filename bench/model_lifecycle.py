@@ -23,20 +23,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "image-classifier"
+TRACKING_URI = [""]  # set by isolate()
 
 
 def isolate(state: Path) -> None:
     """What infra/env.sh sets, pointed at `state`; before zenml or mlflow is imported."""
+    TRACKING_URI[0] = f"sqlite:///{state / 'mlflow' / 'mlflow.db'}"
     os.environ.update(
         IMGCLF_STATE=str(state),
         ZENML_CONFIG_PATH=str(state / "zenml"),
-        MLFLOW_TRACKING_URI=f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
+        MLFLOW_TRACKING_URI=TRACKING_URI[0],
         IMGCLF_CACHE_DIR=str(state / "cache"),
         BENTOML_HOME=str(state / "bentoml"),
         ZENML_ANALYTICS_OPT_IN="false",
         AUTO_OPEN_DASHBOARD="false",
         BENTOML_DO_NOT_TRACK="True",
         MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
         GX_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="true",
     )
@@ -81,11 +84,20 @@ def promote_production(version: str, folder: Path, port: int) -> int:
     return main(["--version", version, "-c", str(path)])
 
 
-def show(title: str, started: float) -> None:
+def cli(*args: str) -> int:
+    """`imgclf ARGS` in this process; ZenML's MLflow tracker unsets the tracking URI after each step."""
+    import mlflow
+
     from imgclf.cli import main
 
+    os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI[0]
+    mlflow.set_tracking_uri(TRACKING_URI[0])
+    return main(list(args))
+
+
+def show(title: str, started: float) -> None:
     print(f"\n### {title}  ({time.monotonic() - started:.0f} s)\n", flush=True)
-    main(["stages"])
+    cli("stages")
 
 
 def run(state: Path) -> None:
@@ -93,7 +105,6 @@ def run(state: Path) -> None:
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
     runpy.run_path(str(ROOT / "infra" / "local_stack.py"))["ensure_local_stack"]()
-    from imgclf.cli import main
     from imgclf.data.digits import write_digits
     from imgclf.serving.deployment import stop_recorded
 
@@ -122,7 +133,7 @@ def run(state: Path) -> None:
         promote_production(v3.candidate_version, state, ports["production"])
         show(f"v{v3.candidate_version} promoted to production", t)
         t = time.monotonic()
-        main(["rollback", "production", "--reason", "demonstration rollback"])
+        cli("rollback", "production", "--reason", "demonstration rollback")
         show("production rolled back", t)
         print_trail()
     finally:
@@ -136,7 +147,7 @@ def print_trail() -> None:
     print(
         "\n### The audit trail\n\n| # | stage | kind | from | to | by | data version |\n|---|---|---|---|---|---|---|"
     )
-    for m in stage_history(NAME):
+    for m in stage_history(NAME, TRACKING_URI[0]):
         cells = [m.seq, m.stage, m.kind, m.from_version or "-", m.to_version or "-", m.by, m.data_version]
         print("| " + " | ".join(map(str, cells)) + " |")
 

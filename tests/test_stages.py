@@ -111,3 +111,14 @@ def test_concurrent_moves_of_one_stage_leave_exactly_one_winner(versions):
     assert stage_holders(NAME)["staging"] == winners[0]
     assert all(f"held by version {winners[0]}, not by nobody" in o for v, o in outcomes.items() if v != winners[0])
     assert len(stage_history(NAME)) == 1  # the losers recorded nothing
+
+
+def test_serve_defaults_to_production_else_staging_else_the_latest(versions):
+    from imgclf.commands.serve import default_model
+
+    assert default_model(NAME) == (f"models:/{NAME}/latest", "no version holds staging or production; the latest is 4")
+    move("staging", "2", None)
+    assert default_model(NAME) == (f"models:/{NAME}@staging", "staging is version 2")
+    move("production", "2", None)
+    move("staging", "3", None)
+    assert default_model(NAME) == (f"models:/{NAME}@production", "production is version 2")

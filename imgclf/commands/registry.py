@@ -47,7 +47,6 @@ def rollback(args: argparse.Namespace) -> int:
 def stages(args: argparse.Namespace) -> int:
     """The stages table; `--holder STAGE` prints the holder's version alone (nothing when empty)."""
     from imgclf import registry
-    from imgclf.stages import current_move
 
     name = args.model_name
     if args.sync:
@@ -58,8 +57,8 @@ def stages(args: argparse.Namespace) -> int:
         return 0
     history = registry.stage_history(name)
     rows = []
-    for stage, version in holders.items():
-        move = current_move(history, stage) if version else None
+    for stage, version in holders.items():  # since: the holder's last arrival (a rollback's, after one)
+        move = next((m for m in reversed(history) if m.stage == stage and m.to_version == version), None)
         tags = registry.version_info(name, version).tags if version else {}
         rows.append(_stage_row(stage, version, move, tags))
     print(_markdown_table(["stage", "version", "since", "by", "test accuracy [95% CI]", "data version"], rows))
@@ -74,7 +73,7 @@ def _stage_row(stage: str, version: str | None, move, tags: dict[str, str]) -> l
     accuracy = tags.get("test_accuracy", "-")
     if "test_accuracy_ci_low" in tags:
         accuracy += f" [{tags['test_accuracy_ci_low']}, {tags['test_accuracy_ci_high']}]"
-    since, by = (move.at, move.by) if move is not None and move.to_version == version else ("-", "set outside imgclf")
+    since, by = (move.at, move.by) if move is not None else ("-", "set outside imgclf")
     data = tags.get("dvc_data") or "-"
     if tags.get("data_hash"):
         data += f" (manifest {tags['data_hash'][:12]})"

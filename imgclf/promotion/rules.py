@@ -48,7 +48,7 @@ def decide(
     if comparison is None:
         if champion and not rules.allow_incomparable:
             return Decision(False, f"refused {stage}: {champion} holds it and could not be compared with the candidate")
-        return Decision(True, f"takes {stage}: passed its gate, and there was no comparable champion")
+        return Decision(True, f"takes {stage}: passed its gate, and there was no holder to compare it with")
     if comparison.verdict == "challenger worse":
         return Decision(False, f"refused {stage}: significantly worse than {champion} ({comparison.verdict})")
     if rules.require == "better" and comparison.verdict != "challenger better":
