@@ -258,7 +258,7 @@ def move_stage(
 
     check_stage_name(stage)
     version = str(version)
-    info = _existing_version(name, version, tracking_uri)
+    info = existing_version(name, version, tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     with _stage_lock(name, tracking_uri):
         holders = stage_holders(name, tracking_uri)
@@ -339,7 +339,8 @@ def stage_disagreements(
     return problems
 
 
-def _existing_version(name: str, version: str, tracking_uri: str | None) -> VersionInfo:
+def existing_version(name: str, version: str, tracking_uri: str | None = None) -> VersionInfo:
+    """`version_info`, with a LookupError that names the model and version when there is no such version."""
     from mlflow.exceptions import MlflowException
 
     try:

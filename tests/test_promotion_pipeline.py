@@ -133,6 +133,12 @@ def test_the_life_of_a_model_from_training_to_production_and_back(life, digits_d
     assert holders_agree() == {"staging": None, "production": v1.candidate_version}
     assert served_version(ports["production"], digits_dir) == v1.candidate_version
 
+    capsys.readouterr()
     assert cli("stages") == 0
     table = capsys.readouterr().out
     assert f"| production | {v1.candidate_version} |" in table and "ZenML's stages agree." in table
+    assert cli("summary", "--markdown") == 0  # what train.yml puts in its job summary
+    summary = capsys.readouterr().out
+    assert summary.startswith(f"## {NAME} version {v3.candidate_version}")
+    assert f"| promotion.staging | staging moved: version {v3.candidate_version} takes staging" in summary
+    assert table in summary

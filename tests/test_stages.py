@@ -122,3 +122,10 @@ def test_serve_defaults_to_production_else_staging_else_the_latest(versions):
     move("production", "2", None)
     move("staging", "3", None)
     assert default_model(NAME) == (f"models:/{NAME}@production", "production is version 2")
+
+
+def test_promote_names_a_version_that_does_not_exist(versions):
+    from imgclf.cli import main
+
+    with pytest.raises(SystemExit, match=f"{NAME} has no version 'latest' in the MLflow registry"):
+        main(["promote", "latest", "--to", "production", "--model-name", NAME])  # never "latest"

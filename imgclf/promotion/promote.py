@@ -12,7 +12,7 @@ from imgclf.evaluate.metrics import EvaluationReport
 from imgclf.promotion.record import PromotionRecord
 from imgclf.promotion.rules import PromotionRules, decide
 from imgclf.promotion.scoring import score_pair
-from imgclf.registry import move_stage, set_version_tag, stage_holders, version_info
+from imgclf.registry import existing_version, move_stage, set_version_tag, stage_holders
 from imgclf.stages import StageConflict, check_move, check_stage_name
 
 GATE_PASSED_TAG = "quality_gate_passed"  # set on the version by the register step ("true" / "false")
@@ -61,7 +61,7 @@ def promote_version(
     holder the caller saw (None: nobody); by default whoever holds the stage now."""
     check_stage_name(stage)
     version = str(version)
-    tags = version_info(name, version, tracking_uri).tags
+    tags = existing_version(name, version, tracking_uri).tags
     gate_passed = {"true": True, "false": False}.get(tags.get(GATE_PASSED_TAG, "").lower())
     holders = stage_holders(name, tracking_uri)
     holder = holders[stage]
