@@ -124,15 +124,6 @@ def alias_version(name: str, alias: str, tracking_uri: str | None = None) -> str
         raise
 
 
-def set_alias(name: str, version: str, alias: str, tracking_uri: str | None = None) -> str | None:
-    """Point `alias` (e.g. "production") at `version`; returns the version it pointed at before, if any."""
-    import mlflow
-
-    previous = alias_version(name, alias, tracking_uri)
-    mlflow.MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, str(version))
-    return previous
-
-
 def describe_version(name: str, version: str, description: str, tracking_uri: str | None = None) -> None:
     """Set a registered version's description (shown on its page in the MLflow UI), e.g. its model card."""
     import mlflow
@@ -215,7 +206,7 @@ def tracking_uri() -> str:
 class StageMirror(Protocol):
     """Another view of the stages (ZenML's model stages), kept equal to the MLflow aliases."""
 
-    def sync(self, name: str, holders: dict[str, VersionInfo | None], move: StageMove | None) -> None: ...
+    def sync(self, name: str, holders: dict[str, VersionInfo | None], moves: list[StageMove]) -> None: ...
 
     def holders(self, name: str) -> dict[str, str | None]: ...
 
@@ -265,18 +256,18 @@ def move_stage(
         check_move(stage, version, expect, holders, kind)
         history = stage_history(name, tracking_uri)
         seq = history[-1].seq + 1 if history else 1
-        move = new_move(seq, stage, kind, holders[stage], version, reason, info.tags)
         client.set_registered_model_alias(name, stage, version)
-        client.set_model_version_tag(name, version, move.tag, json.dumps(asdict(move)))
-        if stage == "production" and holders["staging"] == version:
-            client.delete_registered_model_alias(name, "staging")
-            why = f"version {version} went to production"
-            left = new_move(seq + 1, "staging", "vacate", version, None, why, info.tags)
-            client.set_model_version_tag(name, version, left.tag, json.dumps(asdict(left)))
         if alias_version(name, stage, tracking_uri) != version:  # a writer that bypassed the lock (another host)
             raise StageConflict(f"{stage} of {name} was moved by another writer while version {version} was being set")
-    sync_stage_mirrors(name, move, tracking_uri, mirrors)
-    return move
+        moves = [new_move(seq, stage, kind, holders[stage], version, reason, info.tags)]
+        if stage == "production" and alias_version(name, "staging", tracking_uri) == version:
+            client.delete_registered_model_alias(name, "staging")
+            why = f"version {version} went to production"
+            moves.append(new_move(seq + 1, "staging", "vacate", version, None, why, info.tags))
+        for move in moves:
+            client.set_model_version_tag(name, version, move.tag, json.dumps(asdict(move)))
+        sync_stage_mirrors(name, moves, tracking_uri, mirrors)
+    return moves[0]
 
 
 def rollback_stage(
@@ -286,8 +277,13 @@ def rollback_stage(
     one at a time: a second rollback goes one holder further back."""
     check_stage_name(stage)
     current = current_move(stage_history(name, tracking_uri), stage)
-    if current is None or current.to_version is None:
+    if current is None:
         raise StageConflict(f"nothing to roll back: no version of {name} holds {stage} through a recorded move")
+    if current.to_version is None:
+        raise StageConflict(
+            f"nothing to roll back: {stage} of {name} is empty since version {current.from_version} "
+            "went on to production"
+        )
     if current.from_version is None:
         raise StageConflict(
             f"version {current.to_version} was the first to hold {stage} of {name}: there is no earlier holder"
@@ -306,20 +302,24 @@ def rollback_stage(
 
 
 def sync_stage_mirrors(
-    name: str, move: StageMove | None = None, tracking_uri: str | None = None, mirrors: list[StageMirror] | None = None
+    name: str,
+    moves: list[StageMove] | None = None,
+    tracking_uri: str | None = None,
+    mirrors: list[StageMirror] | None = None,
 ) -> None:
-    """Make every mirror show MLflow's holders (idempotent); `move` is recorded there too."""
+    """Make every mirror show MLflow's holders (idempotent); `moves` are recorded there too."""
     holders = {
         stage: version_info(name, v, tracking_uri) if v else None
         for stage, v in stage_holders(name, tracking_uri).items()
     }
     for mirror in stage_mirrors() if mirrors is None else mirrors:
         try:
-            mirror.sync(name, holders, move)
+            mirror.sync(name, holders, moves or [])
         except Exception as exc:
             raise StageSyncError(
                 f"MLflow's stages of {name} moved, but {type(mirror).__name__} did not follow ({exc}); "
-                "run `imgclf stages --sync` to repair it"
+                "run `imgclf stages --sync` to repair it",
+                moves,
             ) from exc
 
 

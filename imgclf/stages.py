@@ -11,6 +11,11 @@ from imgclf import provenance
 
 STAGES = ("staging", "production")
 MOVE_TAG = "imgclf.stage_move."  # + the move's 6-digit sequence number; the value is the StageMove as JSON
+# version tags the register step writes and the audit record reads
+DATA_VERSION_TAG = "dvc_data"
+DATA_HASH_TAG = "data_hash"
+COMMIT_TAG = "git_commit"
+ZENML_VERSION_TAG = "zenml_model_version"
 
 
 class StageConflict(RuntimeError):
@@ -19,6 +24,10 @@ class StageConflict(RuntimeError):
 
 class StageSyncError(RuntimeError):
     """MLflow moved the stage but a mirror (ZenML) did not follow; `imgclf stages --sync` repairs it."""
+
+    def __init__(self, message: str, moves: list[StageMove] | None = None) -> None:
+        super().__init__(message)
+        self.moves = moves or []  # the moves MLflow made
 
 
 @dataclass(frozen=True)
@@ -80,8 +89,8 @@ def new_move(
         by=provenance.actor(),
         reason=reason,
         commit=provenance.git_commit(),
-        data_version=tags.get("dvc_data", ""),
-        data_hash=tags.get("data_hash", ""),
+        data_version=tags.get(DATA_VERSION_TAG, ""),
+        data_hash=tags.get(DATA_HASH_TAG, ""),
     )
 
 

@@ -15,14 +15,13 @@ from zenml.client import Client
 from zenml.enums import ModelStages
 
 from imgclf.registry import VersionInfo
-from imgclf.stages import STAGES, StageMove
+from imgclf.stages import STAGES, ZENML_VERSION_TAG, StageMove
 
-ZENML_VERSION_TAG = "zenml_model_version"
 MLFLOW_VERSION_KEY = "mlflow_model_version"  # run metadata the register step logs on the ZenML version
 
 
 class ZenMLStages:
-    def sync(self, name: str, holders: dict[str, VersionInfo | None], move: StageMove | None) -> None:
+    def sync(self, name: str, holders: dict[str, VersionInfo | None], moves: list[StageMove]) -> None:
         client = Client()
         if not _model_exists(client, name):
             return
@@ -33,8 +32,9 @@ class ZenMLStages:
                 client.update_model_version(name, current.id, stage=ModelStages.ARCHIVED)
             elif wanted is not None and (current is None or current.name != wanted):
                 client.update_model_version(name, wanted, stage=ModelStages(stage), force=True)
-        if move is not None:
-            target = next((h for h in holders.values() if h and h.version == move.to_version), None)
+        for move in moves:  # on the version the move concerns: the one arriving, or the one leaving an emptied stage
+            concerned = move.to_version or move.from_version
+            target = next((h for h in holders.values() if h and h.version == concerned), None)
             zenml_version = target.tags.get(ZENML_VERSION_TAG) if target else None
             if zenml_version:
                 log_metadata({f"stage_move_{move.seq:06d}": asdict(move)}, model_name=name, model_version=zenml_version)

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     config.setdefault("parameters", {})["version"] = args.version
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "promote.yaml").write_text(yaml.safe_dump(config))
-        promotion_pipeline.with_options(config_path=str(Path(tmp, "promote.yaml")))()
-    run = Client().get_pipeline("promotion_pipeline").last_run
+        run = promotion_pipeline.with_options(config_path=str(Path(tmp, "promote.yaml")))()
+    run = Client().get_pipeline_run(run.id)  # this run, whatever else ran on the store meanwhile
     record = run.steps["promote_production"].outputs["promotion_record"][0].load()
     print(record.to_markdown())
     return 0 if record.moved else 1

@@ -15,6 +15,7 @@ from imgclf.export.exporter import ExportedModel
 from imgclf.models.trained import TrainedModel
 from imgclf.promotion.promote import GATE_PASSED_TAG, GATE_TAG
 from imgclf.registry import RegisteredVersion, describe_version, register_bundle
+from imgclf.stages import COMMIT_TAG, DATA_HASH_TAG, DATA_VERSION_TAG, ZENML_VERSION_TAG
 
 logger = get_logger(__name__)
 
@@ -44,13 +45,13 @@ def register(
             model_card=str(model_card),
         )
         tags = {
-            "zenml_model_version": str(zenml_model.version),
+            ZENML_VERSION_TAG: str(zenml_model.version),
             **{k: f"{v:.4f}" for k, v in metrics.items()},
             GATE_PASSED_TAG: str(gate.passed).lower(),
             GATE_TAG: gate.explain(),
-            "data_hash": str(model.info.get("data_hash", "")),
-            "dvc_data": provenance.dvc_data_version(manifest.root),
-            "git_commit": provenance.git_commit(),
+            DATA_HASH_TAG: str(model.info.get("data_hash", "")),
+            DATA_VERSION_TAG: provenance.dvc_data_version(manifest.root),
+            COMMIT_TAG: provenance.git_commit(),
         }
         registered = register_bundle(bundle, zenml_model.name, tags=tags)
     describe_version(registered.name, registered.version, str(model_card))

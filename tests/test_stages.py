@@ -81,10 +81,12 @@ def test_rollback_walks_back_the_audit_trail_one_holder_at_a_time(versions):
     with pytest.raises(StageConflict, match="version 1 was the first to hold production"):
         rollback_stage(NAME, "production", mirrors=[])
     assert stage_holders(NAME) == {"staging": None, "production": "1"}
-    with pytest.raises(StageConflict, match="nothing to roll back"):
-        rollback_stage(NAME, "staging", mirrors=[])  # staging is empty: its holder went on to production
+    with pytest.raises(StageConflict, match="staging of stage-test is empty since version 3 went on to production"):
+        rollback_stage(NAME, "staging", mirrors=[])
 
     move("staging", "4", None)
+    move("staging", "2", "4")  # a newer candidate replaces the staging holder
+    assert rollback_stage(NAME, "staging", mirrors=[]).to_version == "4"
     move("production", "4", "1")
     assert rollback_stage(NAME, "production", mirrors=[]).to_version == "1"  # the trail goes on after rollbacks
 
@@ -129,3 +131,60 @@ def test_promote_names_a_version_that_does_not_exist(versions):
 
     with pytest.raises(SystemExit, match=f"{NAME} has no version 'latest' in the MLflow registry"):
         main(["promote", "latest", "--to", "production", "--model-name", NAME])  # never "latest"
+
+
+class ListMirror:
+    """A second view of the stages kept in a dict (what ZenML is in production); `fail` makes it refuse."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.seen, self.recorded = fail, {"staging": None, "production": None}, []
+
+    def sync(self, name, holders, moves):
+        if self.fail:
+            raise ConnectionError("the ZenML server did not answer")
+        self.seen = {stage: info.version if info else None for stage, info in holders.items()}
+        self.recorded += [m.seq for m in moves]
+
+    def holders(self, name):
+        return dict(self.seen)
+
+
+def test_a_mirror_follows_each_move_and_a_failed_one_is_named_and_repaired(versions):
+    from imgclf.registry import stage_disagreements, sync_stage_mirrors
+    from imgclf.stages import StageSyncError
+
+    mirror = ListMirror()
+    move_stage(NAME, "staging", "1", expect=None, reason="t", mirrors=[mirror])
+    move_stage(NAME, "production", "1", expect=None, reason="t", mirrors=[mirror])
+    assert mirror.seen == {"staging": None, "production": "1"} and mirror.recorded == [1, 2, 3]  # 3: the vacate
+    assert stage_disagreements(NAME, mirrors=[mirror]) == []
+
+    broken = ListMirror(fail=True)
+    with pytest.raises(StageSyncError, match=r"ListMirror did not follow .*imgclf stages --sync") as failed:
+        move_stage(NAME, "staging", "2", expect=None, reason="t", mirrors=[broken])
+    assert [m.to_version for m in failed.value.moves] == ["2"]  # the move MLflow made, for the caller's record
+    assert stage_holders(NAME)["staging"] == "2"
+    assert stage_disagreements(NAME, mirrors=[mirror]) == ["ListMirror: staging is version None, MLflow says 2"]
+    sync_stage_mirrors(NAME, mirrors=[mirror])
+    assert stage_disagreements(NAME, mirrors=[mirror]) == []
+
+
+def test_the_training_pipelines_promotion_obeys_allow_incomparable(versions):
+    """evaluate saw a staging holder it could not compare with (other classes): refused by default; with
+    allow_incomparable the move expects that holder, so the compare-and-set lets it through."""
+    import numpy as np
+
+    from imgclf.evaluate.gate import GateResult
+    from imgclf.evaluate.metrics import evaluate_probabilities
+    from imgclf.promotion.promote import promote_evaluated
+    from imgclf.promotion.rules import PromotionRules
+
+    move("staging", "1", None)
+    report = evaluate_probabilities(np.array([0, 1, 1, 0]), np.eye(2)[[0, 1, 1, 0]], ["a", "b"], n_bootstrap=10)
+    report.champion_version, report.champion_alias = "1", "staging"  # found, not comparable: no comparison
+    refused = promote_evaluated(NAME, "2", report, GateResult(passed=True), PromotionRules())
+    assert not refused.moved and "models:/stage-test/1 (@staging) holds it and could not be compared" in refused.reason
+    taken = promote_evaluated(NAME, "2", report, GateResult(passed=True), PromotionRules(allow_incomparable=True))
+    assert taken.moved and taken.move.from_version == "1" and "allow_incomparable is set" in taken.reason
+    tags = mlflow.MlflowClient().get_model_version(NAME, "2").tags
+    assert tags["imgclf.promotion.staging"] == taken.summary()

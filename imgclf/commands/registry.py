@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from imgclf import paths
+from imgclf.stages import DATA_HASH_TAG, DATA_VERSION_TAG
 
 NOBODY = "none"  # --expect none: the stage must be empty
 
@@ -22,26 +23,29 @@ def promote(args: argparse.Namespace) -> int:
         record = promote_version(
             args.model_name, args.version, args.to, PromotionRules(), expect, data_root=args.data_root
         )
-    except TestImagesUnavailable as exc:
+    except (TestImagesUnavailable, FileNotFoundError) as exc:  # no test images; a holder that is no bundle
         raise SystemExit(f"imgclf promote: {exc}") from None
     print(record.to_markdown())
-    if record.moved:
-        _follow(args.model_name, args.to, args.version)
-    return 0 if record.moved else 1
+    if not record.moved:
+        return 1
+    return _follow(args.model_name, args.to, args.version)
 
 
 def rollback(args: argparse.Namespace) -> int:
     """The stage back to its previous holder from the audit trail."""
     from imgclf.registry import rollback_stage
-    from imgclf.stages import StageConflict
+    from imgclf.stages import StageConflict, StageSyncError
 
+    synced = True
     try:
         move = rollback_stage(args.model_name, args.stage, args.reason)
     except StageConflict as exc:
         raise SystemExit(f"imgclf rollback: {exc}") from None
+    except StageSyncError as exc:  # MLflow moved: the services still follow, and the command fails
+        print(f"WARNING: {exc}")
+        move, synced = exc.moves[0], False
     print(f"{args.stage} of {args.model_name}: version {move.from_version} -> {move.to_version} (move {move.seq})")
-    _follow(args.model_name, args.stage, str(move.to_version))
-    return 0
+    return _follow(args.model_name, args.stage, str(move.to_version)) or (0 if synced else 1)
 
 
 def stages(args: argparse.Namespace) -> int:
@@ -74,9 +78,9 @@ def _stage_row(stage: str, version: str | None, move, tags: dict[str, str]) -> l
     if "test_accuracy_ci_low" in tags:
         accuracy += f" [{tags['test_accuracy_ci_low']}, {tags['test_accuracy_ci_high']}]"
     since, by = (move.at, move.by) if move is not None else ("-", "set outside imgclf")
-    data = tags.get("dvc_data") or "-"
-    if tags.get("data_hash"):
-        data += f" (manifest {tags['data_hash'][:12]})"
+    data = tags.get(DATA_VERSION_TAG) or "-"
+    if tags.get(DATA_HASH_TAG):
+        data += f" (manifest {tags[DATA_HASH_TAG][:12]})"
     return [stage, version, since, by, accuracy, data]
 
 
@@ -85,12 +89,17 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def _follow(name: str, stage: str, version: str) -> None:
-    """Services recorded for the stage now serve its new holder."""
+def _follow(name: str, stage: str, version: str) -> int:
+    """Services recorded for the stage now serve its new holder; 1 (and why) when one could not."""
     from imgclf.serving.deployment import redeploy_stage
 
-    for deployment in redeploy_stage(name, stage, version):
-        print(f"the {stage} service at {deployment.url} now serves version {deployment.model_version}")
+    try:
+        for deployment in redeploy_stage(name, stage, version):
+            print(f"the {stage} service at {deployment.url} now serves version {deployment.model_version}")
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"WARNING: {stage} moved to version {version}, but its service did not follow: {exc}")
+        return 1
+    return 0
 
 
 def summary(args: argparse.Namespace) -> int:

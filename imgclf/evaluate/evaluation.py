@@ -74,7 +74,7 @@ def evaluate_model(
         report.comparison, report.comparison_note = compare_with_champion(
             champion, champion_note, manifest, data.test.targets, probs, trained, config.n_bootstrap, config.seed
         )
-        if report.comparison is not None:
+        if champion is not None:  # compared or not (other classes): the version the candidate would replace
             report.champion_version, report.champion_alias = champion.version, champion.alias
     if config.measure_latency:
         report = report.with_latency(measure_model_latency(network, trained.preprocess))

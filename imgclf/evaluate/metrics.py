@@ -83,7 +83,7 @@ class EvaluationReport:
     subgroups: SubgroupReport = field(default_factory=SubgroupReport)
     comparison: ModelComparison | None = None
     comparison_note: str = ""
-    champion_version: str = ""  # the registered version compared with ("" when none)
+    champion_version: str = ""  # the registered version it would replace ("" when none could be loaded)
     champion_alias: str = ""  # the stage it held then
     # multi-label data: `accuracy` is exact-match accuracy, `macro_f1` is at thresholds tuned on
     # validation, and this holds the per-label AP, mAP and thresholds

@@ -13,7 +13,7 @@ from imgclf.promotion.record import PromotionRecord
 from imgclf.promotion.rules import PromotionRules, decide
 from imgclf.promotion.scoring import score_pair
 from imgclf.registry import existing_version, move_stage, set_version_tag, stage_holders
-from imgclf.stages import StageConflict, check_move, check_stage_name
+from imgclf.stages import StageConflict, StageSyncError, check_move, check_stage_name
 
 GATE_PASSED_TAG = "quality_gate_passed"  # set on the version by the register step ("true" / "false")
 GATE_TAG = "quality_gate"  # the gate's figures, as text
@@ -36,7 +36,7 @@ def promote_evaluated(
     expect = report.champion_version if report.champion_alias == stage else None
     if report.champion_version:
         champion = f"models:/{name}/{report.champion_version} (@{report.champion_alias})"
-    else:  # nothing was compared: is there a holder it should have been compared with?
+    else:  # evaluate found none: is there a holder now (one that could not be loaded, or a newcomer)?
         holders = stage_holders(name, tracking_uri)
         alias = next((a for a in (stage, "production") if holders.get(a)), None)
         champion = f"models:/{name}/{holders[alias]} (@{alias})" if alias else ""
@@ -94,6 +94,8 @@ def _apply(record: PromotionRecord, expect: str | None, tracking_uri: str | None
 
 
 def _move(record: PromotionRecord, expect: str | None, tracking_uri: str | None) -> None:
+    """A refusal of the compare-and-set is the record's reason; a mirror that did not follow a move
+    MLflow made is a warning on a moved record (the registry is the truth; `imgclf stages --sync`)."""
     if not record.allowed:
         return
     why = "; ".join(p for p in (record.reason, f"gate: {record.gate}", record.comparison_note) if p)
@@ -105,4 +107,6 @@ def _move(record: PromotionRecord, expect: str | None, tracking_uri: str | None)
     except StageConflict as exc:
         record.allowed, record.reason = False, f"refused {record.stage}: {exc}"
         return
+    except StageSyncError as exc:
+        record.move, record.reason = exc.moves[0], f"{record.reason}; WARNING: {exc}"
     record.moved = True

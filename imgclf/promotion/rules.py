@@ -46,9 +46,11 @@ def decide(
         why = "its quality gate failed" if gate_passed is False else "its quality gate was not recorded"
         return Decision(False, f"refused {stage}: {why} ({gate or 'no gate figures'})")
     if comparison is None:
-        if champion and not rules.allow_incomparable:
+        if not champion:
+            return Decision(True, f"takes {stage}: passed its gate, and there was no holder to compare it with")
+        if not rules.allow_incomparable:
             return Decision(False, f"refused {stage}: {champion} holds it and could not be compared with the candidate")
-        return Decision(True, f"takes {stage}: passed its gate, and there was no holder to compare it with")
+        return Decision(True, f"takes {stage}: {champion} could not be compared, and allow_incomparable is set")
     if comparison.verdict == "challenger worse":
         return Decision(False, f"refused {stage}: significantly worse than {champion} ({comparison.verdict})")
     if rules.require == "better" and comparison.verdict != "challenger better":

@@ -16,6 +16,7 @@ from imgclf.inference import predict_logits
 from imgclf.models.trained import TrainedModel
 from imgclf.promotion.rules import PromotionRules
 from imgclf.registry import TEST_SPLIT_ARTIFACT, download_run_file, fetch_bundle, version_info
+from imgclf.stages import DATA_VERSION_TAG
 
 
 class TestImagesUnavailable(RuntimeError):
@@ -38,7 +39,7 @@ def candidate_test_split(
         manifest = DatasetManifest.read(folder, data_root)
     bad = [str(p) for p, sha in zip(manifest.absolute_paths(), manifest.records["sha256"]) if _sha256(p) != sha]
     if bad:
-        data = info.tags.get("dvc_data", "")
+        data = info.tags.get(DATA_VERSION_TAG, "")
         raise TestImagesUnavailable(
             f"{len(bad)} of version {version}'s {len(manifest)} test images are missing or changed under "
             f"{manifest.root} (first: {bad[0]}); check out its data{f' ({data})' if data else ''}, e.g. `dvc pull`, "
@@ -58,6 +59,8 @@ def score_pair(
 ) -> tuple[ModelComparison | None, str]:
     """Candidate against champion (both registered versions) on the candidate's test images."""
     manifest = candidate_test_split(name, candidate, tracking_uri, data_root)
+    if manifest.multi_label:
+        return None, "not compared: the paired comparison is single-label only"
     with tempfile.TemporaryDirectory(prefix="imgclf-promotion-") as tmp:
         new = TrainedModel.load(fetch_bundle(f"models:/{name}/{candidate}", Path(tmp, "c"), tracking_uri)[0])
         old = TrainedModel.load(fetch_bundle(f"models:/{name}/{champion}", Path(tmp, "h"), tracking_uri)[0])
