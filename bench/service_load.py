@@ -1,0 +1,202 @@
+"""Serving throughput and latency: this service (`imgclf serve`, BentoML) against the service a user would
+write from the usual tutorial (bench/tutorial_service.py: FastAPI + ONNX Runtime, one image per request),
+same ONNX model and the same images, in the same run, at concurrency 1, 8 and 32; beside raw in-process
+ORT throughput at batch 32 and latency at batch 1, the ceiling for any HTTP service.
+
+    source infra/env.sh && python bench/service_load.py            # 224 px (photo models) and 64 px (the default run)
+    python bench/service_load.py --sizes 64 --requests 60          # a quick run
+
+The model is tf_efficientnet_lite0 from its offline ImageNet weights with a fresh 10-class head, exported
+fp32 at each size (only speed is measured, so the head is not trained). The images are scikit-learn's
+digits drawn larger than the model size (PNG and JPEG), so every request decodes and resizes. The load
+generator is threads with keep-alive connections, each sending its share of `--requests` uploads after a
+warm-up; it runs on the same 2 cores as the servers, as a client beside the service would. Reported:
+requests/s, p50 and p95 latency, and requests/s as a share of raw ORT batch-32 images/s.
+
+This is a measurement, not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from common import scratch_dir, write_images
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_bundle(folder: Path, size: int) -> Path:
+    """tf_efficientnet_lite0 (ImageNet weights, 10-class head) as a servable bundle at `size` px."""
+    from imgclf.bundle import ONNX_FILE
+    from imgclf.export.onnx import export_onnx
+    from imgclf.models.factory import create
+    from imgclf.models.trained import TrainedModel
+    from imgclf.preprocess import PreprocessSpec
+
+    model, mean, std = create("tf_efficientnet_lite0", 10, pretrained=True)
+    spec = PreprocessSpec(image_size=size, mean=mean, std=std)
+    trained = TrainedModel("tf_efficientnet_lite0", [str(i) for i in range(10)], spec, model.state_dict())
+    bundle = trained.save(folder / f"bundle-{size}")
+    (bundle / ONNX_FILE).write_bytes(export_onnx(trained))
+    return bundle
+
+
+def raw_ort(onnx: Path, size: int) -> tuple[float, float]:
+    """(batch-32 images/s, batch-1 p50 ms) in process, all cores."""
+    import onnxruntime as ort
+
+    from imgclf.latency import measure_latency, onnx_runner
+
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    one, many = (rng.standard_normal((n, 3, size, size)).astype(np.float32) for n in (1, 32))
+    report = measure_latency(onnx_runner(session), one, many, repeats=40, batch_repeats=10)
+    return report.batch32_images_per_s, report.p50_ms
+
+
+def multipart(image: bytes, name: str) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    kind = "image/png" if name.endswith(".png") else "image/jpeg"
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="image"; filename="{name}"\r\n'
+        f"Content-Type: {kind}\r\n\r\n"
+    )
+    return head.encode() + image + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def load(port: int, bodies: list[tuple[bytes, str]], concurrency: int, total: int) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p95 ms) of `total` uploads from `concurrency` keep-alive clients."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(share: int, offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        mine = []
+        for i in range(share):
+            body, content_type = bodies[(offset + i) % len(bodies)]
+            start = time.perf_counter()
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+            response = conn.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - start)
+            if response.status != 200:
+                errors.append(f"HTTP {response.status}")
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    shares = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
+    threads = [threading.Thread(target=client, args=(n, i * 7)) for i, n in enumerate(shares)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {total} requests failed, e.g. {errors[0]}")
+    ms = np.asarray(latencies) * 1e3
+    return total / wall, float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+
+
+def start_tutorial(onnx: Path, size: int, port: int) -> subprocess.Popen:
+    env = {**os.environ, "TUTORIAL_MODEL": str(onnx), "TUTORIAL_SIZE": str(size)}
+    cmd = [sys.executable, "-m", "uvicorn", "tutorial_service:app", "--app-dir", str(HERE), "--port", str(port)]
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("the tutorial service did not start")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure_size(size: int, scratch: Path, args: argparse.Namespace) -> list[list[str]]:
+    from imgclf.serving.deployment import DeployConfig, start, stop
+
+    bundle = make_bundle(scratch, size)
+    images = scratch / f"images-{size}"
+    write_images(images, 32, side=int(size * 1.5))
+    bodies = [multipart(p.read_bytes(), p.name) for p in sorted(images.rglob("*.*"))]
+    ceiling, b1_ms = raw_ort(bundle / "model.onnx", size)
+    rows = [
+        [
+            f"{size} px",
+            "raw ORT in process",
+            "-",
+            f"{ceiling:.1f} images/s (batch 32)",
+            f"{b1_ms:.1f} (batch 1)",
+            "-",
+            "100%",
+        ]
+    ]
+    ours = start(bundle, "bench", "1", DeployConfig(port=free_port(), ready_timeout_s=120))
+    tutorial_port = free_port()
+    tutorial = start_tutorial(bundle / "model.onnx", size, tutorial_port)
+    try:
+        services = {"tutorial (FastAPI + ORT)": tutorial_port, "imgclf (BentoML)": int(ours.url.rsplit(":", 1)[1])}
+        for concurrency in args.concurrency:
+            for name, port in services.items():  # the same load, one service after the other
+                load(port, bodies, concurrency, max(10, concurrency))  # warm-up
+                rps, p50, p95 = load(port, bodies, concurrency, args.requests)
+                rows.append(
+                    [
+                        f"{size} px",
+                        name,
+                        str(concurrency),
+                        f"{rps:.1f} requests/s",
+                        f"{p50:.1f}",
+                        f"{p95:.1f}",
+                        f"{100 * rps / ceiling:.0f}%",
+                    ]
+                )
+                print(" | ".join(rows[-1]), flush=True)
+    finally:
+        stop(ours.pid)
+        tutorial.terminate()
+        tutorial.wait(timeout=30)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 64])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=320, help="timed uploads per service and concurrency")
+    args = parser.parse_args()
+    rows = []
+    with scratch_dir("imgclf-service-load-") as scratch:
+        for size in args.sizes:
+            rows += measure_size(size, scratch, args)
+    print("\n| size | service | concurrency | throughput | p50 ms | p95 ms | of raw ORT batch 32 |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
