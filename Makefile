@@ -74,6 +74,7 @@ test-fast: setup  # the unit subset: no whole pipeline runs, no servers, no extr
 lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/actionlint .github/workflows/*.y*ml  # also shellchecks their run: blocks when shellcheck is on PATH
 
 format: $(VENV)/.installed
