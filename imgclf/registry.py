@@ -105,7 +105,7 @@ def _name_filter(name: str) -> str:
     MLflow's filter parser (mlflow.utils.search_utils, on sqlparse) has no escape sequence: a value is
     whatever lies between its single or double quotes. So the quote the name does not contain is
     used, and MLflow's own parser must read back exactly one `name` comparison with this value; a
-    name it cannot express (both quote kinds, a backslash before the closing quote, ...) is refused.
+    name it cannot express (both quote kinds, a backslash before the closing quote, ...) is a LookupError.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.utils.search_utils import SearchModelVersionUtils
@@ -117,7 +117,7 @@ def _name_filter(name: str) -> str:
     except MlflowException:
         parsed = None
     if parsed != [{"type": "attribute", "key": "name", "comparator": "=", "value": name}]:
-        raise ValueError(f"model name {name!r} cannot be searched in the MLflow registry (quotes or escapes)")
+        raise LookupError(f"model name {name!r} cannot be searched in the MLflow registry (quotes or escapes)")
     return text
 
 

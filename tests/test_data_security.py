@@ -246,6 +246,14 @@ def test_serving_model_link_out_of_the_bundle_is_refused(tmp_path):
         set_serving_model(bundle, "../outside.onnx")
 
 
+def test_serve_names_the_bad_serving_model_without_a_traceback(tmp_path):
+    from imgclf.cli import main
+
+    write_spec(tmp_path, {"serving": {"model": "../../model.onnx"}})
+    with pytest.raises(SystemExit, match=r"^imgclf serve: .*'\.\./\.\./model\.onnx': it must be a bare file name"):
+        main(["serve", "--model", str(tmp_path)])
+
+
 def test_serving_model_names_its_own_file(tmp_path):
     (tmp_path / "model.int8.onnx").write_bytes(b"onnx")
     set_serving_model(tmp_path, "model.int8.onnx")
@@ -266,5 +274,5 @@ def test_registry_filters_take_a_quoted_name_as_a_value(mlflow_uri, tmp_path):
     assert stage_history("it's") == []
     with pytest.raises(LookupError, match="no registered versions"):
         latest_version("x' OR name LIKE '%")  # a value, not a filter that matches `plain`
-    with pytest.raises(ValueError, match="cannot be searched in the MLflow registry"):
+    with pytest.raises(LookupError, match="cannot be searched in the MLflow registry"):
         latest_version("both ' and \" quotes")
