@@ -45,9 +45,33 @@ def write_spec(directory: str | Path, spec: Mapping[str, Any]) -> None:
     (Path(directory) / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=str))
 
 
+class BundleError(ValueError):
+    """The bundle's spec asks for something a bundle may not hold (the message says what)."""
+
+
+def _bare_onnx_name(directory: Path, file_name: object) -> str:
+    """`file_name` when it names an .onnx file directly inside `directory`, else BundleError.
+
+    A spec is data that travels with a registered version: a path in it (`../x.onnx`, `/etc/x.onnx`,
+    a link out of the folder) would make the service load a file the bundle does not ship.
+    """
+    where = f"the bundle {directory} names serving model {file_name!r}"
+    if not isinstance(file_name, str) or not file_name:
+        raise BundleError(f"{where}: expected the name of an .onnx file in the bundle")
+    if file_name != Path(file_name).name or any(c in file_name for c in "/\\\0:"):
+        raise BundleError(f"{where}: it must be a bare file name inside the bundle, not a path")
+    if not file_name.endswith(".onnx") or file_name.startswith("."):
+        raise BundleError(f"{where}: expected the name of an .onnx file in the bundle")
+    real = (directory / file_name).resolve()
+    if real.exists() and not real.is_relative_to(directory.resolve()):
+        raise BundleError(f"{where}: it is a link to a file outside the bundle")
+    return file_name
+
+
 def set_serving_model(directory: str | Path, file_name: str) -> None:
     """Record in the bundle's spec which ONNX file the service loads (the export's INT8-or-fp32 choice)."""
     directory = Path(directory)
+    _bare_onnx_name(directory, file_name)
     if not (directory / file_name).is_file():
         raise FileNotFoundError(f"cannot serve {file_name}: it is not in the bundle {directory}")
     spec = read_spec(directory) or {}
@@ -56,9 +80,13 @@ def set_serving_model(directory: str | Path, file_name: str) -> None:
 
 
 def serving_model(directory: str | Path) -> str:
-    """The ONNX file a bundle is served from: the recorded choice, else the fp32 model.onnx."""
+    """The ONNX file a bundle is served from: the recorded choice, else the fp32 model.onnx. Always a
+    bare file name inside the bundle (BundleError otherwise)."""
     spec = read_spec(directory) or {}
-    return spec.get("serving", {}).get("model", ONNX_FILE)
+    serving = spec.get("serving", {})
+    if not isinstance(serving, dict):
+        raise BundleError(f"the bundle {directory} has a malformed `serving` entry in {SPEC_FILE}: {serving!r}")
+    return _bare_onnx_name(Path(directory), serving.get("model", ONNX_FILE))
 
 
 def write_release(

@@ -9,8 +9,10 @@ import sys
 
 from pydantic import ValidationError
 
+from imgclf.bundle import BundleError
 from imgclf.commands import model, registry, serve, train
 from imgclf.data.archive import ArchiveError
+from imgclf.data.cache import CacheBuildError
 from imgclf.data.ingest import DataSourceError
 from imgclf.stages import StageSyncError
 
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party()
     try:
         return args.func(args)
-    except (DataSourceError, ArchiveError) as exc:  # the data given cannot be used: say which, no traceback
+    except (DataSourceError, ArchiveError, CacheBuildError, BundleError) as exc:  # data or bundle unusable: say which
         raise SystemExit(f"imgclf {args.command}: {exc}") from None
     except ValidationError as exc:  # a flag or --config value the settings refuse: pydantic names the key
         raise SystemExit(f"imgclf {args.command}: {exc}") from None

@@ -99,11 +99,33 @@ class _active_run:
             mlflow.end_run()
 
 
+def _name_filter(name: str) -> str:
+    """The search filter `name = <name>`, quoted so that the name is the value and nothing else.
+
+    MLflow's filter parser (mlflow.utils.search_utils, on sqlparse) has no escape sequence: a value is
+    whatever lies between its single or double quotes. So the quote the name does not contain is
+    used, and MLflow's own parser must read back exactly one `name` comparison with this value; a
+    name it cannot express (both quote kinds, a backslash before the closing quote, ...) is a LookupError.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchModelVersionUtils
+
+    quote = "'" if "'" not in name else '"'
+    text = f"name={quote}{name}{quote}"
+    try:
+        parsed = SearchModelVersionUtils.parse_search_filter(text)
+    except MlflowException:
+        parsed = None
+    if parsed != [{"type": "attribute", "key": "name", "comparator": "=", "value": name}]:
+        raise LookupError(f"model name {name!r} cannot be searched in the MLflow registry (quotes or escapes)")
+    return text
+
+
 def latest_version(name: str, tracking_uri: str | None = None) -> str:
     import mlflow
 
     versions = mlflow.MlflowClient(tracking_uri=tracking_uri).search_model_versions(
-        f"name='{name}'", order_by=["version_number DESC"], max_results=1
+        _name_filter(name), order_by=["version_number DESC"], max_results=1
     )
     if not versions:
         where = tracking_uri or mlflow.get_tracking_uri()
@@ -226,7 +248,7 @@ def stage_history(name: str, tracking_uri: str | None = None) -> list[StageMove]
     """Every recorded move of `name`'s stages, oldest first."""
     import mlflow
 
-    versions = mlflow.MlflowClient(tracking_uri=tracking_uri).search_model_versions(f"name='{name}'")
+    versions = mlflow.MlflowClient(tracking_uri=tracking_uri).search_model_versions(_name_filter(name))
     moves = [StageMove(**json.loads(v)) for mv in versions for k, v in mv.tags.items() if k.startswith(MOVE_TAG)]
     return sorted(moves, key=lambda move: move.seq)
 

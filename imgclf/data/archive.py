@@ -3,6 +3,9 @@
 An archive is untrusted input: a member that would land outside the target (zip-slip, absolute
 path), any link or device, or an archive over the size or member-count cap refuses the whole
 archive, and the error names the member. Sizes are enforced while writing, not taken from headers.
+A tar's metadata blocks (GNU long names, pax headers) are bounded before Python's tarfile reads them
+into memory, and extraction is staged next to its target so the final rename never crosses a
+filesystem.
 """
 
 from __future__ import annotations
@@ -19,6 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+# A tar header's payload (GNU long name / long link, pax record block) is read whole into memory by
+# tarfile, and CPython before 3.11.10 parses pax payloads in quadratic time (CVE-2024-6232): 8 KiB is
+# twice Linux's PATH_MAX, enough for any real name and its pax records, and cheap to parse.
+MAX_TAR_HEADER_BYTES = 8 * 1024
+_MAX_HEADER_CHAIN = 8  # pax global + pax + long name + long link is 4; more is a crafted chain
+_HEADER_KINDS = {
+    tarfile.GNUTYPE_LONGNAME: "GNU long-name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long-link",
+    tarfile.XHDTYPE: "pax",
+    tarfile.XGLTYPE: "pax global",
+    tarfile.SOLARIS_XHDTYPE: "Solaris pax",
+}
 
 
 class ArchiveError(ValueError):
@@ -63,13 +78,14 @@ def extract(archive: str | Path, target: str | Path, limits: ArchiveLimits = Arc
     archive, target = Path(archive), Path(target)
     if not archive.is_file():
         raise ArchiveError(f"archive {archive} does not exist")
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent if target.parent.exists() else None))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # staged beside the target, never in $TMPDIR: os.replace cannot move a folder across filesystems
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
     try:
         if archive.name.lower().endswith(".zip"):
             _extract_zip(archive, staging, limits)
         else:
             _extract_tar(archive, staging, limits)
-        target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -99,9 +115,41 @@ def _extract_zip(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
                 _copy_capped(src, dest, budget, info.filename, archive)
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's header parsing with the metadata payloads bounded before they are read.
+
+    A subclass rather than our own header pre-scan: the checks run in the same single pass as the
+    extraction (a pre-scan of a .tar.gz would decompress it twice) and tarfile stays the only
+    parser of the format. `_proc_member` is private but has dispatched header types since Python 2;
+    the tests build each kind of header, so a change there fails them.
+    """
+
+    def _proc_member(self, tar):
+        kind = _HEADER_KINDS.get(self.type)
+        where = f"{tar.name}: the {kind or 'tar'} header at byte {self.offset}"
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise ArchiveError(f"{tar.name}: member {self.name!r} is a GNU sparse file; refusing the archive")
+        if kind and self.size > MAX_TAR_HEADER_BYTES:
+            raise ArchiveError(
+                f"{where} holds {self.size} bytes, over the cap of {MAX_TAR_HEADER_BYTES}; refusing the archive"
+            )
+        depth = getattr(tar, "_imgclf_header_chain", 0)
+        if depth >= _MAX_HEADER_CHAIN:
+            raise ArchiveError(f"{where} chains more than {_MAX_HEADER_CHAIN} metadata headers; refusing the archive")
+        tar._imgclf_header_chain = depth + 1  # a metadata header parses the next header from inside this call
+        try:
+            return super()._proc_member(tar)
+        finally:
+            tar._imgclf_header_chain = depth
+
+    def _proc_gnusparse_10(self, next, pax_headers, tar):
+        """pax sparse 1.0 keeps a map of unbounded length in the data: an image is never sparse."""
+        raise ArchiveError(f"{tar.name}: member {next.name!r} is a GNU sparse file; refusing the archive")
+
+
 def _open_tar(archive: Path) -> tarfile.TarFile:
     try:
-        return tarfile.open(archive, "r:*")
+        return tarfile.open(archive, "r:*", tarinfo=_BoundedTarInfo)
     except tarfile.TarError as exc:
         raise ArchiveError(f"{archive} is not a readable tar file ({exc})") from None
 

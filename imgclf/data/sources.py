@@ -56,7 +56,8 @@ def load_source(source: str | Path, config: SourceConfig = SourceConfig()) -> Da
     if is_archive(path):
         if not path.is_file():
             raise DataSourceError(f"archive {path} does not exist")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+        with path.open("rb") as stream:  # streamed: an archive may be as large as the extraction cap
+            digest = hashlib.file_digest(stream, "sha256").hexdigest()[:24]
         target = work / "extracted" / digest
         if not target.is_dir():
             extract(path, target, limits)
