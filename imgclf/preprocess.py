@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 ResizeMode = Literal["squash", "center_crop", "letterbox"]
+_DRAFT_MARGIN = 4  # decode at >= 4x the output side: the final resize still averages (within JPEG q90's own error)
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
@@ -52,7 +53,11 @@ class PreprocessSpec:
 
     # -- pixels ----------------------------------------------------------------------------------
     def resize(self, image: Image.Image) -> np.ndarray:
-        """RGB PIL image -> uint8 array (size, size, 3). This is what the decoded cache stores."""
+        """RGB PIL image -> uint8 array (size, size, 3). This is what the decoded cache stores.
+
+        No intermediate is larger than the input or the output: see `_center_crop`; squash and
+        letterbox are one PIL resize, which (Pillow 13) shrinks a tall strip's height first.
+        """
         if image.mode != "RGB":
             image = image.convert("RGB")
         size = self.image_size
@@ -60,19 +65,38 @@ class PreprocessSpec:
         if self.resize_mode == "squash":
             out = image.resize((size, size), resample)
         elif self.resize_mode == "center_crop":
-            w, h = image.size
-            scale = size / min(w, h)
-            image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), resample)
-            w, h = image.size
-            left, top = (w - size) // 2, (h - size) // 2
-            out = image.crop((left, top, left + size, top + size))
-        else:  # letterbox: keep aspect ratio, pad with black
+            out = self._center_crop(image, resample)
+        else:  # letterbox: keep aspect ratio, pad with black (one scale for both axes: no big intermediate)
             w, h = image.size
             scale = size / max(w, h)
             inner = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
             out = Image.new("RGB", (size, size))
             out.paste(inner, ((size - inner.width) // 2, (size - inner.height) // 2))
         return np.asarray(out, dtype=np.uint8)
+
+    def _center_crop(self, image: Image.Image, resample: int) -> Image.Image:
+        """Short side scaled to image_size, then the centre square.
+
+        When the scaled whole image holds no more pixels than the source (any downscale), it is
+        resized then cropped, bit-identical to every cache made before. Otherwise (an upscale: a
+        10,000,000x4 strip would become 41 GB) only the crop's source pixels are resized, with PIL's
+        `box` at the same filter positions; the pixels agree within 1 level (bilinear).
+        """
+        size = self.image_size
+        w, h = image.size
+        scale = size / min(w, h)
+        scaled_w, scaled_h = max(size, round(w * scale)), max(size, round(h * scale))
+        left, top = (scaled_w - size) // 2, (scaled_h - size) // 2
+        if scaled_w * scaled_h <= w * h:
+            return image.resize((scaled_w, scaled_h), resample).crop((left, top, left + size, top + size))
+        sx, sy = w / scaled_w, h / scaled_h
+        return image.resize((size, size), resample, box=(left * sx, top * sy, (left + size) * sx, (top + size) * sy))
+
+    def draft_size(self) -> tuple[int, int]:
+        """The smallest decoded size this resize loses nothing from: a JPEG decoded at 1/2..1/8
+        scale keeps both sides >= this (the service decodes so; training decodes at full size)."""
+        side = self.image_size * _DRAFT_MARGIN
+        return (side, side)
 
     def normalize(self, batch: Any) -> Any:
         """uint8 batch (N, H, W, 3) numpy or (N, 3, H, W) torch -> float32 (N, 3, H, W), normalised.

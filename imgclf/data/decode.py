@@ -5,6 +5,12 @@ so every entry point accepts and rejects the same files for the same reasons and
 images (CMYK, 16-bit, palette + transparency, grey + alpha, EXIF-rotated, animated) into the same
 RGB pixels.
 
+Caps (`DecodeLimits`) are checked on the header's size before a pixel is decoded: training keeps the
+caps of its ValidationConfig, the service uses the stricter `SERVING_LIMITS`. When the caller knows
+the size it will resize to, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
+`Image.draft`), never below that size; the service does, training does not (its pixels stay as they
+were cached).
+
 The format comes from the file's first bytes, never from its name: a PNG named `.jpg` is a PNG, a
 text file named `.png` is not an image. Only the formats below are opened, so PIL's long tail of
 plugins (EPS hands files to Ghostscript, TGA has no signature) never sees user files.
@@ -23,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 40_000_000
+_STRIP_PIXELS = 1 << 20  # 16-bit images are scaled to 8 bits a strip of about this many pixels at a time
 
 # format -> (leading-byte signatures, PIL module, opener); the opener parses the header only.
 _FORMATS: dict[str, tuple[tuple[bytes, ...], str, str]] = {
@@ -43,6 +50,8 @@ REASONS = (
     "decompression_bomb",
     "too_small",
     "unreadable_mode",
+    "too_large",  # a side above DecodeLimits.max_side (validation's size-range check uses it too)
+    "extreme_aspect_ratio",  # long side / short side above DecodeLimits.max_aspect
 )
 
 # Header / decoder messages that mean "a pixel layout PIL cannot read" rather than damage.
@@ -59,6 +68,46 @@ class ImageRejected(ValueError):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{reason}: {detail}")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Caps on the size an image's header declares, checked before any pixel is decoded.
+
+    The defaults are training's (only the pixel cap and a 1-px side: a strange but real photo is
+    kept); `SERVING_LIMITS` is what the service accepts from strangers. None switches a cap off.
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int | None = None
+    min_side: int = 1
+    max_aspect: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1 or self.min_side < 1:
+            raise ValueError(f"DecodeLimits: max_pixels and min_side must be >= 1, got {self}")
+        if self.max_side is not None and self.max_side < self.min_side:
+            raise ValueError(f"DecodeLimits: max_side {self.max_side} is below min_side {self.min_side}")
+        if self.max_aspect is not None and self.max_aspect < 1:
+            raise ValueError(f"DecodeLimits: max_aspect (long side / short side) must be >= 1, got {self.max_aspect}")
+
+    def check(self, width: int, height: int, source: str = "") -> None:
+        """Raise ImageRejected if a `width` x `height` image breaks a cap."""
+        size = f"{width}x{height}"
+        if width * height > self.max_pixels:
+            detail = f"{size} = {width * height} pixels exceeds the cap of {self.max_pixels}"
+            raise ImageRejected("decompression_bomb", detail, source)
+        if self.max_side is not None and max(width, height) > self.max_side:
+            raise ImageRejected("too_large", f"{size} has a side above the maximum of {self.max_side} px", source)
+        if min(width, height) < self.min_side:
+            raise ImageRejected("too_small", f"{size} is below the minimum side of {self.min_side} px", source)
+        if self.max_aspect is not None and max(width, height) > self.max_aspect * min(width, height):
+            detail = f"{size} has an aspect ratio above the maximum of {self.max_aspect:g}:1"
+            raise ImageRejected("extreme_aspect_ratio", detail, source)
+
+
+# What the service accepts: no 40-Mpx decodes per request, no 10,000,000x4 strips.
+SERVING_LIMITS = DecodeLimits(max_pixels=25_000_000, max_side=12_000, min_side=8, max_aspect=20.0)
 
 
 @dataclass(frozen=True)
@@ -84,13 +133,17 @@ def open_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_size: int = 1,
+    limits: DecodeLimits | None = None,
+    draft_size: tuple[int, int] | None = None,
     source: str = "",
 ) -> tuple[Image.Image, ImageInfo]:
-    """Fully decode `data` (bytes or a file path) to RGB: first frame, EXIF orientation applied.
+    """Decode `data` (bytes or a file path) to RGB: first frame, EXIF orientation applied.
 
-    The size is read from the header and checked against `max_pixels` and `min_size` before a single
-    pixel is decoded, so a decompression bomb costs a header parse. Raises ImageRejected with a
-    reason from REASONS; reading a path may also raise OSError.
+    The size is read from the header and checked against `limits` (when None: `max_pixels` and
+    `min_size`, training's caps) before a single pixel is decoded, so a decompression bomb costs a
+    header parse. `draft_size` lets a JPEG decode at a reduced scale whose size stays >= it (the
+    image is then smaller than `info`'s size). Raises ImageRejected with a reason from REASONS;
+    reading a path may also raise OSError.
     """
     if isinstance(data, (str, Path)):
         source = source or str(data)
@@ -108,14 +161,11 @@ def open_image(
     except Exception as exc:  # plugins raise SyntaxError, ValueError, OSError, ... on bad headers
         raise ImageRejected(_failure_reason(exc), f"{fmt} header unreadable ({_describe(exc)})", source) from None
     width, height = image.size
-    if width * height > max_pixels:
-        raise ImageRejected(
-            "decompression_bomb", f"{width}x{height} = {width * height} pixels exceeds the cap of {max_pixels}", source
-        )
-    if min(width, height) < min_size:
-        raise ImageRejected("too_small", f"{width}x{height} is below the minimum side of {min_size} px", source)
+    (limits or DecodeLimits(max_pixels=max_pixels, min_side=min_size)).check(width, height, source)
     info = ImageInfo(format=str(image.format), mode=image.mode, width=width, height=height)
     try:
+        if draft_size is not None and fmt == "JPEG":
+            image.draft("RGB", draft_size)  # libjpeg scales by 1/2, 1/4 or 1/8 while keeping size >= draft_size
         image.load()  # the first frame only: animated GIF/WebP/PNG and multi-page TIFF stop here
     except Exception as exc:
         raise ImageRejected(_failure_reason(exc), f"decoding {fmt} failed ({_describe(exc)})", source) from None
@@ -135,8 +185,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     with contextlib.suppress(Exception):  # unreadable EXIF: the pixels are still good, keep them as stored
         image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        grey = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257.0
-        image = Image.fromarray(np.round(grey).astype(np.uint8), "L")
+        image = _grey16_to_l(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa"):
@@ -145,6 +194,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def _grey16_to_l(image: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit integer) grey -> 8-bit "L": round(v / 257) of v clipped to 0..65535.
+
+    PIL's own convert("L") clips at 255 (a 16-bit scan turns white). Integer arithmetic on strips of
+    rows: the largest temporary is one strip, never a float copy of the whole image.
+    """
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        strip = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+        if strip.dtype.kind == "i":  # mode "I" is signed 32-bit; 16-bit modes are already 0..65535
+            strip = np.clip(strip, 0, 65535)
+        out[top : top + rows] = (strip.astype(np.uint32) + 128) // 257  # == round(v / 257), no ties
+    return Image.fromarray(out, "L")
 
 
 def _failure_reason(exc: BaseException) -> str:

@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.bundle import ONNX_INPUT, ONNX_OUTPUT, read_onnx_metadata, serving_model
-from imgclf.data.decode import open_image
+from imgclf.data.decode import SERVING_LIMITS, DecodeLimits, open_image
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_UPLOAD_PIXELS = 40_000_000
 
 
 class Predictor:
-    def __init__(self, onnx_path: str | Path, model_version: str = "local") -> None:
+    def __init__(
+        self, onnx_path: str | Path, model_version: str = "local", limits: DecodeLimits = SERVING_LIMITS
+    ) -> None:
         import onnxruntime as ort
 
         self.onnx_path = Path(onnx_path)
@@ -28,6 +29,7 @@ class Predictor:
         options.intra_op_num_threads = 1  # one request at a time per worker; scale with workers
         self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
         self.model_version = model_version
+        self.limits = limits  # stricter than training's: uploads come from strangers
 
     @classmethod
     def from_path(cls, path: str | Path, model_version: str | None = None) -> Predictor:
@@ -37,7 +39,7 @@ class Predictor:
 
     def predict(self, data: bytes, top_k: int = 3) -> dict:
         """Raw upload bytes -> {label, confidence, top_k, model_version}. Bad input raises ImageRejected."""
-        image, _ = open_image(data, max_pixels=MAX_UPLOAD_PIXELS, source="upload")
+        image, _ = open_image(data, limits=self.limits, draft_size=self.spec.draft_size(), source="upload")
         x = self.spec.normalize(self.spec.resize(image)[None])
         logits = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0][0].astype(np.float64)
         probs = np.exp(logits - logits.max())
