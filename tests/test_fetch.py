@@ -187,6 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        self.server.last_host = self.headers.get("Host")
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         route = getattr(self, "route_" + parts.path.strip("/").replace("-", "_").replace(".", "_"), None)
@@ -439,3 +440,28 @@ def test_https_checks_the_certificate_against_the_url_name(tls_server):
     policy = FetchPolicy(allow_private=True)
     assert fetch_bytes(f"https://localhost:{tls_server}/ok", policy).data == PAYLOAD
     assert _refused(f"https://127.0.0.1:{tls_server}/ok", policy).reason == "tls"
+
+
+@pytest.mark.service
+def test_the_name_is_resolved_once_and_the_checked_address_is_dialled(server, monkeypatch):
+    """DNS rebinding: a second lookup would answer the metadata address; there must be none, and the
+    connection goes to the address that was checked, with the name in the Host header."""
+    port = int(server.rsplit(":", 1)[1])
+    answers = iter(["127.0.0.1", "169.254.169.254"])
+    lookups, dialled = [], []
+    real_connect = socket.socket.connect
+
+    def rebinding(host, *args, **kwargs):
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    def connect(sock, address):
+        dialled.append(address)
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    policy = FetchPolicy(allow_private=True, allowed_hosts=["data.test"])
+    assert fetch_bytes(f"http://data.test:{port}/ok", policy).data == PAYLOAD
+    assert lookups == ["data.test"] and dialled == [("127.0.0.1", port)]
+    assert _Server.httpd.last_host == f"data.test:{port}"
