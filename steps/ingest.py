@@ -2,6 +2,7 @@ from typing import Annotated
 
 from zenml import log_metadata, step
 
+from imgclf.data.fetch import loggable
 from imgclf.data.manifest import DatasetManifest
 from imgclf.data.sources import SourceConfig, load_source
 
@@ -14,7 +15,7 @@ def ingest(data_source: str, config: SourceConfig = SourceConfig()) -> Annotated
     log_metadata(
         metadata={
             "received": len(manifest),
-            "data_source": str(data_source),
+            "data_source": loggable(str(data_source)),  # a URL without its query (tokens) or credentials
             "multi_label": manifest.multi_label,
             "presplit": "split" in manifest.records.columns,
         }

@@ -7,7 +7,6 @@ import io
 import json
 import shutil
 import tarfile
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -109,20 +108,6 @@ def test_zip_and_tar_archives(digits_dir, tmp_path, monkeypatch):
         tf.add(digits_dir, arcname="digits")
     manifest = load_source(tarred)
     assert len(manifest) == 300 and manifest.class_names == [str(d) for d in range(10)]
-
-
-def test_url_archive_is_downloaded(digits_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("IMGCLF_STATE", str(tmp_path / "state"))
-    payload = _zip_dir(digits_dir, tmp_path / "d.zip").read_bytes()
-    requested = []
-
-    def fake_urlopen(url, timeout=None):  # the network is the only thing mocked
-        requested.append(url)
-        return io.BytesIO(payload)
-
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-    manifest = load_source("https://data.example/sets/digits.zip?token=1")
-    assert requested == ["https://data.example/sets/digits.zip?token=1"] and len(manifest) == 300
 
 
 @pytest.mark.parametrize(

@@ -10,16 +10,19 @@ filesystem.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from imgclf.data.fetch import FetchPolicy, FetchRefused, fetch_to_file, redact
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 # A tar header's payload (GNU long name / long link, pax record block) is read whole into memory by
@@ -177,19 +180,35 @@ def _extract_tar(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
                     _copy_capped(src, dest, budget, member.name, archive)
 
 
-def download(url: str, target_dir: str | Path, limits: ArchiveLimits = ArchiveLimits(), timeout_s: float = 60) -> Path:
-    """Download an http(s) archive into `target_dir` (content-addressed by URL); capped in size."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise ArchiveError(f"only http(s) URLs are downloaded, got {url!r}")
-    name = PurePosixPath(url.split("?", 1)[0]).name or "archive"
+def download(
+    url: str, target_dir: str | Path, limits: ArchiveLimits = ArchiveLimits(), policy: FetchPolicy | None = None
+) -> Path:
+    """Download an http(s) archive into `target_dir` through the guarded fetcher (see `imgclf.data.fetch`),
+    capped at `limits.max_download_bytes`. The cache key is the sha256 pin when there is one, else the URL;
+    a cached file is checked against the pin again. A refused or failed download leaves nothing behind."""
+    policy = (policy or FetchPolicy()).model_copy(update={"max_bytes": limits.max_download_bytes})
+    try:
+        name = PurePosixPath(urlsplit(url).path).name or "archive"  # the path only: no query, no fragment
+    except ValueError:
+        name = ""
     if not is_archive(name):
-        raise ArchiveError(f"{url} does not name a .zip / .tar / .tar.gz / .tgz archive")
-    dest = Path(target_dir) / hashlib.sha256(url.encode()).hexdigest()[:16] / name
-    if dest.is_file():
+        raise ArchiveError(f"{redact(url)} does not name a .zip / .tar / .tar.gz / .tgz archive")
+    key = policy.sha256.lower() if policy.sha256 else hashlib.sha256(url.encode()).hexdigest()
+    dest = Path(target_dir) / key[:16] / name
+    if dest.is_file() and (not policy.sha256 or _file_sha256(dest) == key):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(dest.suffix + ".part")
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
-        _copy_capped(response, partial, [limits.max_download_bytes], url, Path(name))
-    os.replace(partial, dest)
+    try:
+        fetch_to_file(url, dest, policy)
+    except FetchRefused as exc:
+        with contextlib.suppress(OSError):
+            dest.parent.rmdir()  # only when empty: a cached file of the same key stays
+        raise ArchiveError(f"download refused: {exc.detail} ({exc.reason})") from None
     return dest
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imgclf import paths
 from imgclf.data.archive import ArchiveLimits, download, extract, is_archive
+from imgclf.data.fetch import FetchPolicy
 from imgclf.data.ingest import DataSourceError, describe_files, ingest_folder, list_files
 from imgclf.data.manifest import MANIFEST_COLUMNS, DatasetManifest
 
@@ -43,6 +44,12 @@ class SourceConfig(BaseModel):
     work_dir: str | None = Field(
         None, description="where archives are downloaded/extracted; default $IMGCLF_STATE/sources"
     )
+    download_sha256: str | None = Field(
+        None, pattern="^[0-9a-fA-F]{64}$", description="pin for a URL source: other content is refused"
+    )
+    download_allowed_hosts: list[str] | None = Field(None, description="hosts a URL source may come from")
+    download_allow_private: bool = Field(False, description="allow a URL source on loopback/private networks")
+    download_deadline_s: float = Field(6 * 3600, gt=0, description="the whole download of a URL source")
 
 
 def load_source(source: str | Path, config: SourceConfig = SourceConfig()) -> DatasetManifest:
@@ -51,7 +58,7 @@ def load_source(source: str | Path, config: SourceConfig = SourceConfig()) -> Da
     work = Path(config.work_dir) if config.work_dir else paths.sources_dir()
     limits = ArchiveLimits(config.max_archive_bytes, config.max_archive_members, config.max_archive_bytes)
     if source.lower().startswith(("http://", "https://")):
-        source = str(download(source, work / "downloads", limits))
+        source = str(download(source, work / "downloads", limits, _download_policy(config)))
     path = Path(source).expanduser()
     if is_archive(path):
         if not path.is_file():
@@ -67,6 +74,19 @@ def load_source(source: str | Path, config: SourceConfig = SourceConfig()) -> Da
     if path.is_dir() and _split_folders(path):
         return from_split_folder(path)
     return ingest_folder(path)
+
+
+def _download_policy(config: SourceConfig) -> FetchPolicy:
+    """A data set is big and slow: a long deadline and read timeout; the byte cap comes from the limits."""
+    return FetchPolicy(
+        allow_private=config.download_allow_private,
+        allowed_hosts=config.download_allowed_hosts,
+        connect_timeout_s=30,
+        read_timeout_s=120,
+        deadline_s=config.download_deadline_s,
+        max_redirects=5,
+        sha256=config.download_sha256,
+    )
 
 
 def _single_top_folder(root: Path) -> Path:
