@@ -58,7 +58,9 @@ class FormApp:
     async def __call__(self, scope, receive, send) -> None:
         request = Request(scope, receive)
         seen = {"path": scope["path"], "content_type": request.headers.get("content-type")}
-        if scope["method"] == "POST":
+        if scope["method"] == "POST" and scope["path"] == "/predict/url":
+            seen["json"] = await request.json()
+        elif scope["method"] == "POST":
             parsed = await request.form()
             seen["fields"] = {k: (v if isinstance(v, str) else f"file:{v.filename}") for k, v in parsed.items()}
         self.calls.append(seen)
@@ -121,6 +123,13 @@ def test_a_declared_10_gib_body_is_refused_before_any_byte_is_read():
     assert answer.status == 413 and "limit" in answer.body["error"]
     assert answer.receives == 0 and app.calls == []
     assert answer.headers["connection"] == "close"
+
+
+def test_a_content_length_of_5000_digits_is_a_413_not_an_error():
+    answer = call(
+        guard_with(), headers={"content-type": "multipart/form-data; boundary=x", "content-length": "9" * 5000}
+    )
+    assert answer.status == 413 and answer.receives == 0
 
 
 def test_a_chunked_60_mib_body_is_refused_as_soon_as_it_passes_the_cap():
@@ -238,6 +247,29 @@ def test_a_filename_within_the_limit_passes_in_unicode():
 def test_broken_multipart_is_a_4xx(body, content_type, words):
     answer = post(guard_with(), body, content_type or "multipart/form-data; boundary=XyZ")
     assert 400 <= answer.status < 500 and words in answer.body["error"], answer.body
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b'{"url": "http://example.com/a.png"}', "application/json", 200),
+        (b'{"url": "http://example.com/a.png"}', "Application/JSON", 200),
+        (b'{"url": "' + b"a" * 9000 + b'"}', "application/json", 413),
+        (b'["not", "an", "object"]', "application/json", 400),
+        (b"[" * 8000, "application/json", 400),
+        (b'{"url": 1}', "text/plain", 415),
+    ],
+)
+def test_the_json_route_takes_a_small_json_object(body, content_type, status):
+    app = FormApp()
+    answer = call(
+        guard_with(app),
+        path="/predict/url",
+        headers={"content-type": content_type, "content-length": str(len(body))},
+        chunks=[body],
+    )
+    assert answer.status == status, answer.body
+    assert app.calls == [] if status != 200 else app.calls[0]["json"] == {"url": "http://example.com/a.png"}
 
 
 # -- failures inside the app ----------------------------------------------------------------------

@@ -6,10 +6,12 @@ It stops at the first part over a limit, so the rest of a bad body is never read
 
 from __future__ import annotations
 
+import json
+
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from imgclf.serving.guard_config import FormRule, GuardConfig
+from imgclf.serving.guard_config import FormRule, GuardConfig, JsonRule
 
 
 class Reject(Exception):
@@ -136,3 +138,26 @@ class FormCheck:
 
     def _end(self) -> None:
         self.ended = True
+
+
+class JsonCheck:
+    """A JSON route's body: at most the rule's bytes, and a JSON object (what BentoML's JSON input takes)."""
+
+    def __init__(self, rule: JsonRule) -> None:
+        self.rule = rule
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.rule.max_bytes:
+            raise Reject(413, "body_too_large", f"the JSON body is over {self.rule.max_bytes} bytes")
+        self.chunks.append(chunk)
+
+    def finish(self) -> None:
+        try:
+            value = json.loads(b"".join(self.chunks))
+        except (ValueError, RecursionError):
+            raise Reject(400, "bad_json", "the body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise Reject(400, "bad_json", "the body must be a JSON object")

@@ -24,8 +24,8 @@ from typing import Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
-from imgclf.serving.form_check import FormCheck, Reject
-from imgclf.serving.guard_config import GuardConfig, is_loopback
+from imgclf.serving.form_check import FormCheck, JsonCheck, Reject
+from imgclf.serving.guard_config import GuardConfig, JsonRule, is_loopback
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,6 +34,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MULTIPART = "multipart/form-data"
+JSON = "application/json"
 _CHARSETS = {"utf-8", "ascii"}
 logger = logging.getLogger(__name__)
 
@@ -139,22 +140,25 @@ class RequestGuard:
         if not matched:
             raise Reject(403, "bad_key", "the API key is not valid")
 
-    def _check_route(self, scope: Scope, headers: dict[bytes, list[bytes]]) -> FormCheck | None:
-        """The form check for a route that takes a body; None for a request without one."""
+    def _check_route(self, scope: Scope, headers: dict[bytes, list[bytes]]) -> FormCheck | JsonCheck | None:
+        """The body check for a route that takes a body; None for a request without one."""
         length = _one(headers, b"content-length")
         chunked = b"chunked" in b",".join(headers.get(b"transfer-encoding", [])).lower()
         if length is not None and not length.strip().isdigit():
             raise Reject(400, "bad_length", "the Content-Length header is not a number")
-        declared = int(length) if length is not None else 0
+        digits = length.strip() if length is not None else b"0"  # int() of 5000 digits would raise
+        declared = int(digits) if len(digits) <= 18 else self.config.max_body_bytes + 1
         rule = self.config.routes.get(scope["path"]) if scope["method"] == "POST" else None
         if rule is None:
             if declared or chunked:
-                raise Reject(415, "unexpected_body", f"{scope['method']} {scope['path']} takes no request body")
+                raise Reject(415, "unexpected_body", f"{scope['method']} {scope['path'][:100]} takes no request body")
             return None
         if declared > self.config.max_body_bytes:
             raise Reject(413, "body_too_large", self._too_large(declared))
         raw = _one(headers, b"content-type") or b""
         media, params = parse_options_header(raw)
+        if isinstance(rule, JsonRule):
+            return self._check_json(scope, raw, media, declared, rule)
         if media != MULTIPART.encode():
             got = raw.decode("latin-1")[:80] or "no Content-Type"
             raise Reject(415, "bad_content_type", f"POST {scope['path']} takes {MULTIPART}; got {got}")
@@ -168,10 +172,20 @@ class RequestGuard:
             _set_header(scope, b"content-type", MULTIPART.encode() + b";" + raw.split(b";", 1)[1])
         return FormCheck(rule, self.config, boundary, codecs.lookup(charset).name)
 
+    def _check_json(self, scope: Scope, raw: bytes, media: bytes, declared: int, rule: JsonRule) -> JsonCheck:
+        if media != JSON.encode():
+            got = raw.decode("latin-1")[:80] or "no Content-Type"
+            raise Reject(415, "bad_content_type", f"POST {scope['path'][:100]} takes {JSON}; got {got}")
+        if declared > rule.max_bytes:
+            raise Reject(413, "body_too_large", f"the JSON body is {declared} bytes; the limit is {rule.max_bytes}")
+        if raw.split(b";", 1)[0].strip() != JSON.encode():  # BentoML matches the media type case-sensitively
+            _set_header(scope, b"content-type", JSON.encode())
+        return JsonCheck(rule)
+
     def _too_large(self, size: int | str) -> str:
         return f"the request body is {size} bytes; the limit is {self.config.max_body_bytes}"
 
-    async def _read_body(self, receive: Receive, form: FormCheck) -> bytes:
+    async def _read_body(self, receive: Receive, form: FormCheck | JsonCheck) -> bytes:
         """The whole body, counted as it arrives and parsed part by part; stops at the first refusal."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.body_timeout_s

@@ -38,8 +38,19 @@ class FormRule(BaseModel):
     required: tuple[str, ...] = ()
 
 
-# Routes that take a body, and the form each takes; a request with a body to any other path is a 415.
-ROUTES: dict[str, FormRule] = {"/predict": FormRule(files=("image",), texts=("top_k",), required=("image",))}
+class JsonRule(BaseModel):
+    """A route that takes a small JSON object (application/json), e.g. {"url": ...}."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_bytes: int = Field(8192, gt=0)
+
+
+# POST routes that take a body, and what each takes; a request with a body to any other path is a 415.
+ROUTES: dict[str, FormRule | JsonRule] = {
+    "/predict": FormRule(files=("image",), texts=("top_k",), required=("image",)),
+    "/predict/url": JsonRule(),
+}
 
 
 def is_loopback(host: str) -> bool:
@@ -73,7 +84,7 @@ class GuardConfig(BaseModel):
     bind_host: str = Field("127.0.0.1", description="the address the server listens on")
     allowed_hosts: tuple[str, ...] = Field((), description="Host header names besides loopback and bind_host")
     open_paths: tuple[str, ...] = Field(PROBE_PATHS, description="no key, no Host check, no concurrency limit")
-    routes: dict[str, FormRule] = Field(default_factory=lambda: dict(ROUTES))
+    routes: dict[str, FormRule | JsonRule] = Field(default_factory=lambda: dict(ROUTES))
 
     _key_hashes: tuple[bytes, ...] = PrivateAttr(())
 
