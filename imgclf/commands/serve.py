@@ -34,6 +34,12 @@ def default_model(name: str) -> tuple[str, str]:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from imgclf.serving.guard_config import GuardConfig, GuardConfigError
+
+    try:  # before any download: a non-loopback --host needs API keys
+        GuardConfig.from_env(bind_host=args.host).check_bind()
+    except GuardConfigError as exc:
+        raise SystemExit(f"imgclf serve: {exc}") from None
     if args.model is None:
         args.model, why = default_model(args.model_name)
         print(f"serving {args.model}: {why}", flush=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgclf import paths
+from imgclf.serving.guard_config import BIND_HOST_ENV, GuardConfig
 
 MODEL_DIR_ENV = "IMGCLF_MODEL_DIR"
 MODEL_VERSION_ENV = "IMGCLF_MODEL_VERSION"
@@ -49,8 +50,11 @@ class Deployment:
 
 
 def serve_command(model_dir: str | Path, version: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The `bentoml serve` command line and environment that serve `model_dir`."""
+    """The `bentoml serve` command line and environment that serve `model_dir`. Raises GuardConfigError
+    for a non-loopback `host` without API keys, or guard settings (IMGCLF_*) that cannot be used."""
     env = {**os.environ, MODEL_DIR_ENV: str(Path(model_dir).resolve()), MODEL_VERSION_ENV: str(version)}
+    env[BIND_HOST_ENV] = host
+    GuardConfig.from_env(env).check_bind()
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     bentoml = str(Path(sys.executable).with_name("bentoml"))
@@ -110,12 +114,12 @@ def redeploy_stage(name: str, stage: str, version: str, tracking_uri: str | None
 
 def start(model_dir: str | Path, model_uri: str, version: str, config: DeployConfig, stage: str = "") -> Deployment:
     """Start the service in its own session (it outlives the caller), replacing one on the same port."""
+    cmd, env = serve_command(model_dir, version, config.host, config.port)  # first: it refuses unsafe settings
     record_path = paths.deployments_dir() / f"{config.port}.json"
     stop_recorded(config.port)
     _ensure_port_free(config.host, config.port)
     log_file = paths.deployments_dir() / f"{config.port}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    cmd, env = serve_command(model_dir, version, config.host, config.port)
     with open(log_file, "ab") as log:
         process = subprocess.Popen(
             cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from imgclf.data.decode import ImageRejected
 from imgclf.serving.deployment import MODEL_DIR_ENV, MODEL_VERSION_ENV
+from imgclf.serving.guard import RequestGuard
 from imgclf.serving.predictor import MAX_UPLOAD_BYTES, Predictor
 
 
@@ -36,3 +37,7 @@ class ImageClassifier:
             return JSONResponse(
                 {"error": f"the upload is not a usable image: {exc.reason}: {exc.detail}"}, status_code=400
             )
+
+
+# Limits, keys and Host names from IMGCLF_* variables (guard_config.py); built in each worker.
+ImageClassifier.add_asgi_middleware(RequestGuard)
