@@ -63,7 +63,7 @@ def bundle(small_model, tmp_path_factory):
 
 
 def run_container(image: str, port: int, *args: str) -> str:
-    env = ["-e", "IMGCLF_HOST=127.0.0.1", "-e", f"IMGCLF_PORT={port}", "-e", "IMGCLF_MODEL_VERSION=7"]
+    env = ["-e", "IMGCLF_BIND_HOST=127.0.0.1", "-e", f"IMGCLF_PORT={port}", "-e", "IMGCLF_MODEL_VERSION=7"]
     result = podman("run", "-d", "--rm", *LIMITS, "--network", "host", *env, *args, image)
     assert result.returncode == 0, result.stderr[-2000:]
     container = result.stdout.strip()
@@ -106,6 +106,9 @@ def test_the_serving_image_runs_a_mounted_and_a_baked_model_as_non_root(base_ima
         assert podman("exec", container, "python3", "-c", probe).stdout.strip() == "[]"
     finally:
         podman("stop", "-t", "5", container)
+
+    refused = podman("run", "--rm", *LIMITS, "--network", "none", "-v", f"{bundle}:/model:ro", IMAGE, timeout=120)
+    assert refused.returncode != 0 and "without API keys" in refused.stderr  # 0.0.0.0, no keys: it never starts
 
     build("--target", "baked", "--build-context", f"model={bundle}", "-t", f"{IMAGE}-baked")
     port = free_port()

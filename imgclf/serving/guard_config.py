@@ -164,3 +164,12 @@ def _read_key_file(path: Path) -> list[bytes]:
     if not hashes:
         raise ValueError(f"the API key file {path} holds no key digests")
     return hashes
+
+
+if __name__ == "__main__":  # the container's preflight: refuse to start with settings the guard refuses
+    import sys
+
+    try:
+        GuardConfig.from_env().check_bind()
+    except GuardConfigError as exc:
+        sys.exit(f"imgclf: {exc}")
