@@ -24,6 +24,7 @@ class UrlRejected(Exception):
 
     status: int
     message: str
+    reason: str  # the fetcher's refusal code, or "bad_request"
 
 
 def url_policy(environ: Mapping[str, str] | None = None) -> FetchPolicy:
@@ -42,9 +43,9 @@ def url_policy(environ: Mapping[str, str] | None = None) -> FetchPolicy:
 def fetch_image_bytes(url: object, policy: FetchPolicy) -> bytes:
     """The bytes at `url`; UrlRejected (413 over the upload cap, else 400) when it cannot be fetched here."""
     if not isinstance(url, str) or not url.strip():
-        raise UrlRejected(400, 'send {"url": "https://..."}: the image URL as a string')
+        raise UrlRejected(400, 'send {"url": "https://..."}: the image URL as a string', "bad_request")
     try:
         return fetch_bytes(url.strip(), policy).data or b""
     except FetchRefused as exc:
         status = 413 if exc.reason == "too_large" else 400
-        raise UrlRejected(status, f"the image URL was not fetched: {exc.detail} ({exc.reason})") from None
+        raise UrlRejected(status, f"the image URL was not fetched: {exc.detail} ({exc.reason})", exc.reason) from None
