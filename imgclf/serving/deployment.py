@@ -27,6 +27,7 @@ from imgclf.serving.guard_config import BIND_HOST_ENV, GuardConfig
 
 MODEL_DIR_ENV = "IMGCLF_MODEL_DIR"
 MODEL_VERSION_ENV = "IMGCLF_MODEL_VERSION"
+MODEL_STAGE_ENV = "IMGCLF_MODEL_STAGE"  # shown on the web page
 
 
 class DeployConfig(BaseModel):
@@ -49,10 +50,13 @@ class Deployment:
     stage: str = ""  # the registry stage it serves ("": a fixed version); moves of that stage redeploy it
 
 
-def serve_command(model_dir: str | Path, version: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+def serve_command(
+    model_dir: str | Path, version: str, host: str, port: int, stage: str = ""
+) -> tuple[list[str], dict[str, str]]:
     """The `bentoml serve` command line and environment that serve `model_dir`. Raises GuardConfigError
     for a non-loopback `host` without API keys, or guard settings (IMGCLF_*) that cannot be used."""
     env = {**os.environ, MODEL_DIR_ENV: str(Path(model_dir).resolve()), MODEL_VERSION_ENV: str(version)}
+    env[MODEL_STAGE_ENV] = stage
     env[BIND_HOST_ENV] = host
     GuardConfig.from_env(env).check_bind()
     package_root = str(Path(__file__).resolve().parents[2])
@@ -114,7 +118,7 @@ def redeploy_stage(name: str, stage: str, version: str, tracking_uri: str | None
 
 def start(model_dir: str | Path, model_uri: str, version: str, config: DeployConfig, stage: str = "") -> Deployment:
     """Start the service in its own session (it outlives the caller), replacing one on the same port."""
-    cmd, env = serve_command(model_dir, version, config.host, config.port)  # first: it refuses unsafe settings
+    cmd, env = serve_command(model_dir, version, config.host, config.port, stage)  # first: it refuses unsafe settings
     record_path = paths.deployments_dir() / f"{config.port}.json"
     stop_recorded(config.port)
     _ensure_port_free(config.host, config.port)

@@ -25,7 +25,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from imgclf.serving.form_check import FormCheck, JsonCheck, Reject
-from imgclf.serving.guard_config import GuardConfig, JsonRule, is_loopback
+from imgclf.serving.guard_config import PAGE_PATH, GuardConfig, JsonRule, is_loopback
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -80,7 +80,8 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope["path"] in self.config.open_paths:
+        page = scope["path"] == PAGE_PATH and scope.get("method") in ("GET", "HEAD")
+        if scope["path"] in self.config.open_paths or page:
             return await self._run(scope, receive, send)
         try:
             headers = _headers(scope)

@@ -19,6 +19,7 @@ from imgclf.serving.predictor import MAX_UPLOAD_BYTES
 ENV_PREFIX = "IMGCLF_"
 BIND_HOST_ENV = f"{ENV_PREFIX}BIND_HOST"  # set by deployment.serve_command from --host
 PROBE_PATHS = ("/healthz", "/readyz", "/livez", "/metrics")
+PAGE_PATH = "/"  # the web page holds no data; its requests to the API carry the key
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 MIN_KEY_CHARS = 16
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")

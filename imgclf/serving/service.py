@@ -17,6 +17,7 @@ from imgclf.data.decode import ImageRejected
 from imgclf.serving.deployment import MODEL_DIR_ENV, MODEL_VERSION_ENV
 from imgclf.serving.guard import RequestGuard
 from imgclf.serving.metrics import record_model, record_prediction, record_rejection, record_url_fetch
+from imgclf.serving.page import page_app
 from imgclf.serving.predictor import MAX_UPLOAD_BYTES, Predictor
 from imgclf.serving.url_input import UrlRejected, fetch_image_bytes, url_policy
 
@@ -60,6 +61,8 @@ class ImageClassifier:
         return result
 
 
+# The web page at `/` (only that path goes to it; BentoML's own index page is behind it)
+ImageClassifier.mount_asgi_app(page_app(), path="/")
 # Limits, keys and Host names from IMGCLF_* variables (guard_config.py); built in each worker. Its
 # refusals are counted by reason in /metrics.
 ImageClassifier.add_asgi_middleware(RequestGuard, on_reject=record_rejection)
