@@ -16,7 +16,13 @@ from starlette.responses import JSONResponse
 from imgclf.data.decode import ImageRejected
 from imgclf.serving.deployment import MODEL_DIR_ENV, MODEL_VERSION_ENV
 from imgclf.serving.guard import RequestGuard
-from imgclf.serving.metrics import record_model, record_prediction, record_rejection, record_url_fetch
+from imgclf.serving.metrics import (
+    record_batch,
+    record_model,
+    record_prediction,
+    record_rejection,
+    record_url_fetch,
+)
 from imgclf.serving.page import page_app
 from imgclf.serving.predictor import MAX_UPLOAD_BYTES, Predictor
 from imgclf.serving.url_input import UrlRejected, fetch_image_bytes, url_policy
@@ -57,6 +63,7 @@ class ImageClassifier:
         except ImageRejected as exc:
             record_rejection(exc.reason)
             return JSONResponse({"error": f"{what} is not a usable image: {exc.reason}: {exc.detail}"}, status_code=400)
+        record_batch(1)  # one image per model call
         record_prediction(result)
         return result
 
