@@ -104,6 +104,18 @@ def small_model(full_digits_dir):
     return trained, manifest
 
 
+@pytest.fixture(scope="session")
+def servable_bundle(small_model, tmp_path_factory) -> Path:
+    """`small_model` as a bundle the service can run: its weights and spec plus the fp32 ONNX file."""
+    from imgclf.bundle import ONNX_FILE
+    from imgclf.export.onnx import export_onnx
+
+    trained, _ = small_model
+    path = trained.save(tmp_path_factory.mktemp("servable") / "bundle")
+    (path / ONNX_FILE).write_bytes(export_onnx(trained))
+    return path
+
+
 @contextmanager
 def fast_pipeline_run(
     data_source: Path, config_dir: Path, edit: Callable[[dict], None] = lambda config: None, stop_service: bool = True

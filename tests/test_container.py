@@ -20,8 +20,6 @@ import pytest
 import requests
 
 from conftest import ROOT, free_port
-from imgclf.bundle import ONNX_FILE
-from imgclf.export.onnx import export_onnx
 
 BASE = "localhost/debian-py:local"
 IMAGE = "localhost/imgclf-serve:test"
@@ -54,14 +52,6 @@ def build(*extra: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
-def bundle(small_model, tmp_path_factory):
-    trained, _ = small_model
-    path = trained.save(tmp_path_factory.mktemp("container") / "bundle")
-    (path / ONNX_FILE).write_bytes(export_onnx(trained))
-    return path
-
-
 def run_container(image: str, port: int, *args: str) -> str:
     env = ["-e", "IMGCLF_BIND_HOST=127.0.0.1", "-e", f"IMGCLF_PORT={port}", "-e", "IMGCLF_MODEL_VERSION=7"]
     result = podman("run", "-d", "--rm", *LIMITS, "--network", "host", *env, *args, image)
@@ -89,7 +79,8 @@ def predict(port: int, digit_png: bytes) -> dict:
 
 
 @pytest.mark.slow
-def test_the_serving_image_runs_a_mounted_and_a_baked_model_as_non_root(base_image, bundle, small_model):
+def test_the_serving_image_runs_a_mounted_and_a_baked_model_as_non_root(base_image, servable_bundle, small_model):
+    bundle = servable_bundle
     _, manifest = small_model
     digit = manifest.absolute_paths()[0].read_bytes()
     build("--target", "serve", "-t", IMAGE)

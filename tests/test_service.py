@@ -13,21 +13,11 @@ from PIL import Image
 
 from conftest import free_port
 from imgclf import paths
-from imgclf.bundle import ONNX_FILE
 from imgclf.data.decode import ImageRejected
-from imgclf.export.onnx import export_onnx
 from imgclf.serving import deployment
 from imgclf.serving.predictor import Predictor
 
 pytestmark = pytest.mark.service
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(small_model, tmp_path_factory):
-    trained, _ = small_model
-    path = trained.save(tmp_path_factory.mktemp("bundle") / "bundle")
-    (path / ONNX_FILE).write_bytes(export_onnx(trained))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +29,8 @@ def test_images(small_model):
     return [(open(f"{root}/{p}", "rb").read(), label) for p, label in zip(test["path"], test["label"])]
 
 
-def test_predictor_returns_ranked_probabilities(bundle_dir, test_images):
-    predictor = Predictor.from_path(bundle_dir, "7")
+def test_predictor_returns_ranked_probabilities(servable_bundle, test_images):
+    predictor = Predictor.from_path(servable_bundle, "7")
     result = predictor.predict(test_images[0][0], top_k=3)
     assert set(result) == {"label", "confidence", "top_k", "model_version"}
     assert result["model_version"] == "7" and len(result["top_k"]) == 3
@@ -50,16 +40,18 @@ def test_predictor_returns_ranked_probabilities(bundle_dir, test_images):
     assert correct >= 8, f"only {correct}/10 test digits classified correctly"
 
 
-def test_predictor_rejects_text_with_a_reason(bundle_dir):
+def test_predictor_rejects_text_with_a_reason(servable_bundle):
     with pytest.raises(ImageRejected) as err:
-        Predictor.from_path(bundle_dir).predict(b"hello, I am not an image")
+        Predictor.from_path(servable_bundle).predict(b"hello, I am not an image")
     assert err.value.reason == "not_an_image"
 
 
 @pytest.fixture(scope="module")
-def server(bundle_dir):
+def server(servable_bundle):
     port = free_port()
-    running = deployment.start(bundle_dir, "local-test", "42", deployment.DeployConfig(port=port, ready_timeout_s=90))
+    running = deployment.start(
+        servable_bundle, "local-test", "42", deployment.DeployConfig(port=port, ready_timeout_s=90)
+    )
     yield running
     deployment.stop(running.pid)
 
@@ -88,9 +80,9 @@ def test_service_answers_400_for_text_and_broken_images(server, test_images):
     assert response.status_code == 400 and "truncated" in response.json()["error"]
 
 
-def test_service_health_and_stop(bundle_dir):
+def test_service_health_and_stop(servable_bundle):
     port = free_port()
-    running = deployment.start(bundle_dir, "local-test", "1", deployment.DeployConfig(port=port))
+    running = deployment.start(servable_bundle, "local-test", "1", deployment.DeployConfig(port=port))
     with urllib.request.urlopen(f"{running.url}/healthz", timeout=5) as response:
         assert response.status == 200
     record = json.loads((paths.deployments_dir() / f"{port}.json").read_text())
@@ -100,7 +92,7 @@ def test_service_health_and_stop(bundle_dir):
         requests.get(f"{running.url}/healthz", timeout=5)
 
 
-def test_deploy_refuses_a_port_in_use(bundle_dir):
+def test_deploy_refuses_a_port_in_use(servable_bundle):
     import socket
 
     with socket.socket() as busy:
@@ -108,4 +100,4 @@ def test_deploy_refuses_a_port_in_use(bundle_dir):
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(RuntimeError, match=f"port {port} .* already in use"):
-            deployment.start(bundle_dir, "local-test", "1", deployment.DeployConfig(port=port))
+            deployment.start(servable_bundle, "local-test", "1", deployment.DeployConfig(port=port))

@@ -41,20 +41,16 @@ def test_each_record_adds_to_its_metric():
 
 
 @pytest.mark.service
-def test_the_real_service_shows_its_metrics_beside_bentomls(small_model, tmp_path):
+def test_the_real_service_shows_its_metrics_beside_bentomls(small_model, servable_bundle):
     """Recorded in the worker process, read at /metrics from BentoML's multiprocess collector."""
     import requests
 
     from conftest import free_port
-    from imgclf.bundle import ONNX_FILE
-    from imgclf.export.onnx import export_onnx
     from imgclf.serving import deployment
 
-    trained, manifest = small_model
-    bundle = trained.save(tmp_path / "bundle")
-    (bundle / ONNX_FILE).write_bytes(export_onnx(trained))
+    _, manifest = small_model
     digit = manifest.absolute_paths()[0].read_bytes()
-    running = deployment.start(bundle, "local-test", "9", deployment.DeployConfig(port=free_port()))
+    running = deployment.start(servable_bundle, "local-test", "9", deployment.DeployConfig(port=free_port()))
     try:
         answer = requests.post(f"{running.url}/predict", files={"image": ("d.png", digit, "image/png")}, timeout=30)
         label = answer.json()["label"]

@@ -20,17 +20,13 @@ PAGE = runpy.run_path(str(ROOT / "infra" / "screenshot_page.py"))
 
 
 @pytest.fixture(scope="module")
-def service(small_model, tmp_path_factory):
+def service(small_model, servable_bundle, tmp_path_factory):
     if not PAGE["CHROMIUM"].exists() and not os.environ.get("IMGCLF_REQUIRE_BROWSER"):
         pytest.skip(f"no Chromium at {PAGE['CHROMIUM']}")
-    from imgclf.bundle import ONNX_FILE
-    from imgclf.export.onnx import export_onnx
     from imgclf.serving import deployment
 
-    trained, manifest = small_model
+    _, manifest = small_model
     folder = tmp_path_factory.mktemp("page")
-    bundle = trained.save(folder / "bundle")
-    (bundle / ONNX_FILE).write_bytes(export_onnx(trained))
     digit = manifest.absolute_paths()[0]
     (folder / "files").mkdir()
     (folder / "files" / "digit.png").write_bytes(digit.read_bytes())
@@ -41,7 +37,7 @@ def service(small_model, tmp_path_factory):
     os.environ["IMGCLF_URL_ALLOW_PRIVATE"] = "1"  # the image URL is on the local test server
     try:
         running = deployment.start(
-            bundle, "local-test", "4", deployment.DeployConfig(port=free_port()), stage="staging"
+            servable_bundle, "local-test", "4", deployment.DeployConfig(port=free_port()), stage="staging"
         )
     finally:
         del os.environ["IMGCLF_URL_ALLOW_PRIVATE"]

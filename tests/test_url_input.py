@@ -76,21 +76,14 @@ def test_the_allow_list_and_its_settings_are_read_from_the_environment():
 
 
 @pytest.mark.service
-def test_the_service_predicts_an_image_by_url_and_refuses_the_metadata_address(
-    server, small_model, tmp_path, monkeypatch
-):
+def test_the_service_predicts_an_image_by_url_and_refuses_the_metadata_address(server, servable_bundle, monkeypatch):
     import requests
 
     from conftest import free_port
-    from imgclf.bundle import ONNX_FILE
-    from imgclf.export.onnx import export_onnx
     from imgclf.serving import deployment
 
-    trained, _ = small_model
-    bundle = trained.save(tmp_path / "bundle")
-    (bundle / ONNX_FILE).write_bytes(export_onnx(trained))
     monkeypatch.setenv("IMGCLF_URL_ALLOW_PRIVATE", "1")  # to reach the local test server
-    running = deployment.start(bundle, "local-test", "5", deployment.DeployConfig(port=free_port()))
+    running = deployment.start(servable_bundle, "local-test", "5", deployment.DeployConfig(port=free_port()))
     try:
         answer = requests.post(f"{running.url}/predict/url", json={"url": f"{server}/digit.png"}, timeout=30)
         assert answer.status_code == 200 and answer.json()["model_version"] == "5"
