@@ -212,3 +212,12 @@ class CpuWatch:
         if busy is not None:
             others = (self._busy() - busy) - (sum(os.times()[:4]) - own)
             self.shares.append(max(0.0, others) / ((time.perf_counter() - wall) * (os.cpu_count() or 1)))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the benchmarks' servers listen on loopback only)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

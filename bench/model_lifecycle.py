@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "image-classifier"
 TRACKING_URI = [""]  # set by isolate()
@@ -43,14 +45,6 @@ def isolate(state: Path) -> None:
         GX_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="true",
     )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train(data: Path, folder: Path, seed: int, lr: float, port: int):
@@ -95,9 +89,15 @@ def cli(*args: str) -> int:
     return main(list(args))
 
 
-def show(title: str, started: float) -> None:
+def step(title: str, action):
+    """Run one step of the life, print its promotion record (if it returns one) and the stages after it."""
+    started = time.monotonic()
+    result = action()
+    if hasattr(result, "to_markdown"):
+        print(result.to_markdown())
     print(f"\n### {title}  ({time.monotonic() - started:.0f} s)\n", flush=True)
     cli("stages")
+    return result
 
 
 def run(state: Path) -> None:
@@ -114,27 +114,21 @@ def run(state: Path) -> None:
         write_digits(data)
     ports = {"staging": free_port(), "production": free_port()}
     try:
-        t = time.monotonic()
-        v1 = train(data, state, seed=1, lr=3e-3, port=ports["staging"])
-        print(v1.to_markdown())
-        show("v1 trained", t)
-        t = time.monotonic()
-        promote_production(v1.candidate_version, state, ports["production"])
-        show(f"v{v1.candidate_version} promoted to production", t)
-        t = time.monotonic()
-        v2 = train(data, state, seed=2, lr=1e-7, port=ports["staging"])
-        print(v2.to_markdown())
-        show("v2 (learning rate too small to learn) trained", t)
-        t = time.monotonic()
-        v3 = train(data, state, seed=3, lr=3e-3, port=ports["staging"])
-        print(v3.to_markdown())
-        show("v3 trained", t)
-        t = time.monotonic()
-        promote_production(v3.candidate_version, state, ports["production"])
-        show(f"v{v3.candidate_version} promoted to production", t)
-        t = time.monotonic()
-        cli("rollback", "production", "--reason", "demonstration rollback")
-        show("production rolled back", t)
+        v1 = step("v1 trained", lambda: train(data, state, seed=1, lr=3e-3, port=ports["staging"]))
+        step(
+            f"v{v1.candidate_version} promoted to production",
+            lambda: promote_production(v1.candidate_version, state, ports["production"]),
+        )
+        step(
+            "v2 (learning rate too small to learn) trained",
+            lambda: train(data, state, seed=2, lr=1e-7, port=ports["staging"]),
+        )
+        v3 = step("v3 trained", lambda: train(data, state, seed=3, lr=3e-3, port=ports["staging"]))
+        step(
+            f"v{v3.candidate_version} promoted to production",
+            lambda: promote_production(v3.candidate_version, state, ports["production"]),
+        )
+        step("production rolled back", lambda: cli("rollback", "production", "--reason", "demonstration rollback"))
         print_trail()
     finally:
         for port in ports.values():

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from common import scratch_dir, write_images
+from common import free_port, scratch_dir, write_images
 
 HERE = Path(__file__).resolve().parent
 
@@ -125,14 +125,6 @@ def start_tutorial(onnx: Path, size: int, port: int) -> subprocess.Popen:
             time.sleep(0.3)
     process.kill()
     raise RuntimeError("the tutorial service did not start")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def measure_size(size: int, scratch: Path, args: argparse.Namespace) -> list[list[str]]:

@@ -16,6 +16,9 @@ DATA_VERSION_TAG = "dvc_data"
 DATA_HASH_TAG = "data_hash"
 COMMIT_TAG = "git_commit"
 ZENML_VERSION_TAG = "zenml_model_version"
+GATE_PASSED_TAG = "quality_gate_passed"  # "true" / "false"
+GATE_TAG = "quality_gate"  # the gate's figures, as text
+DECISION_TAG = "imgclf.promotion."  # + stage: the last promotion decision about a version, moved or not
 
 
 class StageConflict(RuntimeError):

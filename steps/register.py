@@ -13,9 +13,8 @@ from imgclf.evaluate.gate import GateResult
 from imgclf.evaluate.metrics import EvaluationReport
 from imgclf.export.exporter import ExportedModel
 from imgclf.models.trained import TrainedModel
-from imgclf.promotion.promote import GATE_PASSED_TAG, GATE_TAG
 from imgclf.registry import RegisteredVersion, describe_version, register_bundle
-from imgclf.stages import COMMIT_TAG, DATA_HASH_TAG, DATA_VERSION_TAG, ZENML_VERSION_TAG
+from imgclf.stages import COMMIT_TAG, DATA_HASH_TAG, DATA_VERSION_TAG, GATE_PASSED_TAG, GATE_TAG, ZENML_VERSION_TAG
 
 logger = get_logger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from imgclf import paths
-from imgclf.stages import DATA_HASH_TAG, DATA_VERSION_TAG
+from imgclf.stages import DATA_HASH_TAG, DATA_VERSION_TAG, DECISION_TAG, GATE_TAG
 
 NOBODY = "none"  # --expect none: the stage must be empty
 
@@ -114,7 +114,7 @@ def summary(args: argparse.Namespace) -> int:
         if key in found.tags:
             print(f"  {key} = {found.tags[key]}")
     for key, value in sorted(found.tags.items()):
-        if key.startswith("imgclf.promotion."):
+        if key.startswith(DECISION_TAG):
             print(f"  promotion: {value}")
     reports = paths.reports_dir() / f"{found.name}-v{found.version}"
     for label, artifact in (("Evaluation report", "evaluation/report.html"), ("Model card", "model_card.md")):
@@ -131,7 +131,7 @@ def _summary_markdown(args: argparse.Namespace, found) -> int:
     """For a CI job summary: headline metrics, the promotion decision and the stages table."""
     tags = found.tags
     print(f"## {found.name} version {found.version}\n")
-    rows = [[key, tags[key]] for key in ("test_accuracy", "test_macro_f1", "quality_gate") if key in tags]
-    rows += [[key.removeprefix("imgclf."), v] for key, v in sorted(tags.items()) if key.startswith("imgclf.promotion.")]
+    rows = [[key, tags[key]] for key in ("test_accuracy", "test_macro_f1", GATE_TAG) if key in tags]
+    rows += [[key.removeprefix("imgclf."), v] for key, v in sorted(tags.items()) if key.startswith(DECISION_TAG)]
     print(_markdown_table(["", ""], rows) + "\n")
     return stages(argparse.Namespace(model_name=args.model_name, sync=False, holder=None))

@@ -34,6 +34,11 @@ class Champion:
     alias: str = ""
 
 
+def champion_label(name: str, version: str, alias: str) -> str:
+    """How reports, records and logs name a champion: models:/NAME/VERSION (@ALIAS)."""
+    return f"models:/{name}/{version} (@{alias})"
+
+
 def load_champion(
     name: str, aliases: Sequence[str] = CHAMPION_ALIASES, tracking_uri: str | None = None
 ) -> tuple[Champion | None, str]:
@@ -45,15 +50,15 @@ def load_champion(
             break
     else:
         return None, ""
-    uri = f"models:/{name}/{version}"
+    uri, label = f"models:/{name}/{version}", champion_label(name, version, alias)
     try:
         with tempfile.TemporaryDirectory(prefix="imgclf-champion-") as tmp:
             bundle, _ = fetch_bundle(uri, tmp, tracking_uri)
             model = TrainedModel.load(bundle)
     except Exception as exc:  # any failure: reported in the evaluation instead of stopping it
         log.warning("could not load the champion %s: %s", uri, exc)
-        return None, f"champion {uri} (@{alias}) could not be loaded, so no comparison: {type(exc).__name__}: {exc}"
-    return Champion(model=model, label=f"{uri} (@{alias})", version=version, alias=alias), ""
+        return None, f"champion {label} could not be loaded, so no comparison: {type(exc).__name__}: {exc}"
+    return Champion(model=model, label=label, version=version, alias=alias), ""
 
 
 def compare_with_champion(

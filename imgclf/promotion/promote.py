@@ -7,17 +7,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imgclf.evaluate.champion import champion_label
 from imgclf.evaluate.gate import GateResult
 from imgclf.evaluate.metrics import EvaluationReport
 from imgclf.promotion.record import PromotionRecord
 from imgclf.promotion.rules import PromotionRules, decide
 from imgclf.promotion.scoring import score_pair
 from imgclf.registry import existing_version, move_stage, set_version_tag, stage_holders
-from imgclf.stages import StageConflict, StageSyncError, check_move, check_stage_name
+from imgclf.stages import (
+    DECISION_TAG,
+    GATE_PASSED_TAG,
+    GATE_TAG,
+    StageConflict,
+    StageSyncError,
+    check_move,
+    check_stage_name,
+)
 
-GATE_PASSED_TAG = "quality_gate_passed"  # set on the version by the register step ("true" / "false")
-GATE_TAG = "quality_gate"  # the gate's figures, as text
-DECISION_TAG = "imgclf.promotion."  # + stage: the last decision about this version, moved or not
 CURRENT = "current"  # `expect` default: whoever holds the stage when the promotion starts
 
 
@@ -35,11 +41,11 @@ def promote_evaluated(
     check_stage_name(stage)
     expect = report.champion_version if report.champion_alias == stage else None
     if report.champion_version:
-        champion = f"models:/{name}/{report.champion_version} (@{report.champion_alias})"
+        champion = champion_label(name, report.champion_version, report.champion_alias)
     else:  # evaluate found none: is there a holder now (one that could not be loaded, or a newcomer)?
         holders = stage_holders(name, tracking_uri)
-        alias = next((a for a in (stage, "production") if holders.get(a)), None)
-        champion = f"models:/{name}/{holders[alias]} (@{alias})" if alias else ""
+        alias = _champion_alias(holders, stage)
+        champion = champion_label(name, holders[alias], alias) if alias else ""
     decision = decide(rules, stage, gate.passed, gate.explain(), report.comparison, champion)
     record = PromotionRecord(
         name, stage, str(version), expect, champion, gate.passed, gate.explain(), report.comparison,
@@ -73,15 +79,20 @@ def promote_version(
     except StageConflict as exc:
         record.reason = f"refused {stage}: {exc}"
         return _apply(record, holder, tracking_uri)
-    alias = next((a for a in (stage, "production") if holders.get(a)), None)
+    alias = _champion_alias(holders, stage)
     if alias is not None:
-        record.champion = f"models:/{name}/{holders[alias]} (@{alias})"
+        record.champion = champion_label(name, holders[alias], alias)
         record.comparison, record.comparison_note = score_pair(
             name, version, holders[alias], alias, rules, tracking_uri, data_root
         )
     decision = decide(rules, stage, gate_passed, record.gate, record.comparison, record.champion)
     record.allowed, record.reason = decision.allowed, decision.reason
     return _apply(record, holder, tracking_uri)
+
+
+def _champion_alias(holders: dict[str, str | None], stage: str) -> str | None:
+    """The stage whose holder a candidate for `stage` must not be worse than: its own holder, else production's."""
+    return next((alias for alias in (stage, "production") if holders.get(alias)), None)
 
 
 def _apply(record: PromotionRecord, expect: str | None, tracking_uri: str | None) -> PromotionRecord:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
-from imgclf.evaluate.champion import Champion, compare_with_champion
+from imgclf.evaluate.champion import Champion, champion_label, compare_with_champion
 from imgclf.evaluate.comparison import ModelComparison
 from imgclf.evaluate.metrics import softmax
 from imgclf.inference import predict_logits
@@ -66,7 +66,7 @@ def score_pair(
         old = TrainedModel.load(fetch_bundle(f"models:/{name}/{champion}", Path(tmp, "h"), tracking_uri)[0])
     test = DecodedSplits(manifest, new.preprocess, new.class_names).test
     probs = softmax(predict_logits(new.build(), test.images, new.preprocess))
-    label = f"models:/{name}/{champion} (@{champion_alias})"
+    label = champion_label(name, champion, champion_alias)
     held = Champion(model=old, label=label, version=champion, alias=champion_alias)
     return compare_with_champion(held, "", manifest, test.targets, probs, new, rules.n_bootstrap, rules.seed)
 
