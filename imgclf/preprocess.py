@@ -107,11 +107,14 @@ class PreprocessSpec:
         """
         mean = np.asarray(self.mean, dtype=np.float32) * 255.0
         inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
-        if isinstance(batch, np.ndarray):
-            x = batch.astype(np.float32).transpose(0, 3, 1, 2)
+        if isinstance(batch, np.ndarray):  # uint8 made channels-first first, then two passes in place
+            x = batch.transpose(0, 3, 1, 2)
             if self.channel_order == "BGR":
                 x = x[:, ::-1]
-            return np.ascontiguousarray((x - mean[None, :, None, None]) * inv_std[None, :, None, None])
+            x = np.ascontiguousarray(x).astype(np.float32)
+            x -= mean[None, :, None, None]
+            x *= inv_std[None, :, None, None]
+            return x
         x = batch.float()
         if self.channel_order == "BGR":
             x = x.flip(1)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import re
+import threading
 import urllib.request
 
 import numpy as np
@@ -27,6 +30,14 @@ def test_images(small_model):
     test = manifest.subset("test").records.head(10)
     root = manifest.root
     return [(open(f"{root}/{p}", "rb").read(), label) for p, label in zip(test["path"], test["label"])]
+
+
+@pytest.fixture(scope="module")
+def varied_images(small_model):
+    """(png bytes, true label) for one test image of each class: answers that differ, so order shows."""
+    _, manifest = small_model
+    test = manifest.subset("test").records.groupby("label").head(1)
+    return [(open(f"{manifest.root}/{p}", "rb").read(), label) for p, label in zip(test["path"], test["label"])]
 
 
 def test_predictor_returns_ranked_probabilities(servable_bundle, test_images):
@@ -101,3 +112,129 @@ def test_deploy_refuses_a_port_in_use(servable_bundle):
         port = busy.getsockname()[1]
         with pytest.raises(RuntimeError, match=f"port {port} .* already in use"):
             deployment.start(servable_bundle, "local-test", "1", deployment.DeployConfig(port=port))
+
+
+# -- batching and several images per request ---------------------------------------------------------
+
+
+def same_answer(got: dict, expected: dict) -> bool:
+    """Labels in the same order; probabilities equal up to float32 rounding (a batch may sum differently)."""
+    return [t["label"] for t in got["top_k"]] == [t["label"] for t in expected["top_k"]] and all(
+        a["confidence"] == pytest.approx(b["confidence"], abs=1e-4) for a, b in zip(got["top_k"], expected["top_k"])
+    )
+
+
+def test_predict_batch_answers_each_image_as_predict_does(servable_bundle, test_images):
+    from imgclf.serving.batching import available_cores
+
+    predictor = Predictor.from_path(servable_bundle, "7")
+    batch = np.stack([predictor.prepare(data) for data, _ in test_images])
+    logits = predictor.predict_batch(batch)
+    assert logits.shape == (len(test_images), len(predictor.class_names))
+    for row, (data, _) in zip(logits, test_images):
+        assert same_answer(predictor.answer(row), predictor.predict(data))
+    assert predictor.session.get_session_options().intra_op_num_threads == available_cores()
+
+
+def post_images(url: str, images: list[bytes], names: list[str] | None = None) -> requests.Response:
+    names = names or [f"digit{i}.png" for i in range(len(images))]
+    files = [("image", (name, data, "image/png")) for name, data in zip(names, images)]
+    return requests.post(f"{url}/predict", files=files, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def one_by_one(server, varied_images):
+    """The service's answer to each image sent alone."""
+    answers = [post_images(server.url, [data]) for data, _ in varied_images]
+    assert all(a.status_code == 200 for a in answers)
+    return [a.json() for a in answers]
+
+
+def test_several_images_in_one_request_are_answered_in_order(server, varied_images, one_by_one):
+    order = [3, 0, 7, 7, 1, 9, 4]
+    response = post_images(server.url, [varied_images[i][0] for i in order])
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    assert isinstance(answers, list) and len(answers) == len(order)
+    for got, i in zip(answers, order):
+        assert same_answer(got, one_by_one[i]) and got["model_version"] == "42"
+    labels = [one_by_one[i]["label"] for i in order]
+    assert len(set(labels)) >= 4, f"the answers must differ for their order to show: {labels}"
+
+
+def batch_histogram(url: str) -> tuple[float, float]:
+    """(images, ORT runs) so far, from the imgclf_batch_size histogram."""
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    found = {kind: re.search(rf"^imgclf_batch_size_{kind} (\S+)$", text, flags=re.M) for kind in ("sum", "count")}
+    return tuple(float(m.group(1)) if m else 0.0 for m in (found["sum"], found["count"]))
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server, varied_images, one_by_one):
+    images_before, runs_before = batch_histogram(server.url)
+    threads, rounds = 16, 4
+    start = threading.Barrier(threads)
+    results: dict[tuple[int, int], tuple[int, tuple[int, dict]]] = {}
+
+    def client(number: int) -> None:
+        with requests.Session() as session:
+            start.wait()
+            for round_ in range(rounds):
+                which = (number + round_) % len(varied_images)
+                files = {"image": ("digit.png", varied_images[which][0], "image/png")}
+                response = session.post(f"{server.url}/predict", files=files, timeout=60)
+                results[number, round_] = which, (response.status_code, response.json())
+
+    workers = [threading.Thread(target=client, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(results) == threads * rounds
+    for which, (status, body) in results.values():
+        assert status == 200 and same_answer(body, one_by_one[which]), body
+    images, runs = batch_histogram(server.url)
+    images, runs = images - images_before, runs - runs_before
+    assert images == threads * rounds, "every image went through the model once"
+    assert runs < images, f"{images:.0f} images took {runs:.0f} ORT runs: nothing was batched"
+
+
+def test_a_bad_image_among_good_ones_is_a_400_naming_the_part(server, test_images):
+    good = test_images[0][0]
+    response = post_images(server.url, [good, b"just some text", good], ["a.png", "notes.txt", "b.png"])
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("image 2 of 3 is not a usable image: not_an_image")
+    png = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(png, format="PNG")
+    cut = post_images(server.url, [good, good, png.getvalue()[:200]])
+    assert cut.status_code == 400 and cut.json()["error"].startswith("image 3 of 3 is not a usable image: truncated")
+
+
+def test_an_overloaded_model_is_a_503_with_retry_after(servable_bundle, test_images, monkeypatch, tmp_path):
+    """An image that queued past IMGCLF_MAX_LATENCY_MS is refused; the client is told why and when to retry."""
+    from imgclf.serving.service import ImageClassifier
+
+    monkeypatch.setenv(deployment.MODEL_DIR_ENV, str(servable_bundle))
+    monkeypatch.setenv("IMGCLF_MAX_LATENCY_MS", "10")
+    service = ImageClassifier()  # in process
+    upload = tmp_path / "digit.png"
+    upload.write_bytes(test_images[0][0])
+    answer = asyncio.run(service.predict(image=[upload]))
+    assert same_answer(answer, Predictor.from_path(servable_bundle).predict(test_images[0][0]))
+    assert asyncio.run(service.predict(image=[])).status_code == 400
+
+    gate = threading.Event()
+    predict_batch = service.batcher.run_batch
+    service.batcher.run_batch = lambda images: (gate.wait(10), predict_batch(images))[1]
+
+    async def overload():
+        first = asyncio.create_task(service.predict(image=[upload]))  # holds the model
+        await asyncio.sleep(0.05)
+        late = asyncio.create_task(service.predict(image=[upload, upload]))
+        await asyncio.sleep(0.1)
+        gate.set()
+        return await first, await late
+
+    first, late = asyncio.run(overload())
+    assert same_answer(first, answer)
+    assert late.status_code == 503 and late.headers["Retry-After"] == "1"
+    assert json.loads(late.body)["error"].startswith("the model is busy (queued longer than 10 ms)")

@@ -1,8 +1,11 @@
-"""The BentoML service: POST /predict (image upload), POST /predict/url ({"url": ...}: fetched by the
-guarded fetcher); GET /healthz and /readyz are BentoML's own.
+"""The BentoML service: POST /predict (one or several image uploads), POST /predict/url ({"url": ...}:
+fetched by the guarded fetcher), the web page at /; GET /healthz and /readyz are BentoML's own.
 
-The model folder comes from IMGCLF_MODEL_DIR (a bundle folder or an .onnx file) and its registry
-version from IMGCLF_MODEL_VERSION; `imgclf serve` and the deploy step set both.
+Each request decodes its images in a worker thread, then the model runs them batched with other
+requests' images in this process (batching.py: IMGCLF_MAX_BATCH_SIZE, IMGCLF_MAX_LATENCY_MS), so a slow
+or hostile upload never holds up a batch. The model folder comes from IMGCLF_MODEL_DIR (a bundle folder
+or an .onnx file) and its registry version from IMGCLF_MODEL_VERSION; `imgclf serve` and the deploy
+step set both.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import anyio
 import bentoml
+import numpy as np
 from starlette.responses import JSONResponse
 
 from imgclf.data.decode import ImageRejected
+from imgclf.serving.batching import BatchConfig, MicroBatcher, ModelBusy
 from imgclf.serving.deployment import MODEL_DIR_ENV, MODEL_VERSION_ENV
 from imgclf.serving.guard import RequestGuard
 from imgclf.serving.metrics import (
@@ -28,6 +34,14 @@ from imgclf.serving.predictor import MAX_UPLOAD_BYTES, Predictor
 from imgclf.serving.url_input import UrlRejected, fetch_image_bytes, url_policy
 
 
+class UploadError(Exception):
+    """An image of the request cannot be used: the HTTP status, the reason for the client, the metric."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.reason = status, message, reason
+
+
 @bentoml.service(name="imgclf", workers=1, traffic={"timeout": 30})
 class ImageClassifier:
     def __init__(self) -> None:
@@ -35,37 +49,74 @@ class ImageClassifier:
         if not model:
             raise RuntimeError(f"set {MODEL_DIR_ENV} to a model bundle folder or .onnx file")
         self.predictor = Predictor.from_path(model, os.environ.get(MODEL_VERSION_ENV) or None)
+        self.batcher = MicroBatcher(self.predictor.predict_batch, BatchConfig.from_env(), on_batch=record_batch)
         self.url_policy = url_policy()
         record_model(self.predictor.model_version)
 
     @bentoml.api(route="/predict")
-    def predict(self, image: Path, top_k: int = 3) -> dict:
-        size = image.stat().st_size
-        if size > MAX_UPLOAD_BYTES:
-            record_rejection("body_too_large")
-            return JSONResponse({"error": f"upload is {size} bytes; the limit is {MAX_UPLOAD_BYTES}"}, status_code=413)
-        return self._classify(image.read_bytes(), top_k, "the upload")
+    async def predict(self, image: list[Path], top_k: int = 3) -> dict | list[dict]:
+        """One `image` part gives one answer; several parts (up to the guard's part limit) a list of answers
+        in the order of the parts. A request is answered whole or not at all: a part that is not a usable
+        image is a 400 (413 if too large) naming it by position, and no image of the request is classified."""
+        if not image:  # the guard requires the field; this covers a direct call
+            return _refused(UploadError(400, "no image: upload one as an `image` file part", "no_image"))
+        try:
+            batch = await anyio.to_thread.run_sync(self._prepare_uploads, image)
+        except UploadError as exc:
+            return _refused(exc)
+        answers = await self._classify(batch, top_k)
+        return answers[0] if isinstance(answers, list) and len(image) == 1 else answers
 
     @bentoml.api(route="/predict/url")
-    def predict_url(self, url: str, top_k: int = 3) -> dict:
+    async def predict_url(self, url: str, top_k: int = 3) -> dict:
         """The image at `url` (http/https, global addresses unless IMGCLF_URL_ALLOW_PRIVATE), as /predict."""
         try:
-            data = fetch_image_bytes(url, self.url_policy)
+            data = await anyio.to_thread.run_sync(fetch_image_bytes, url, self.url_policy)
         except UrlRejected as exc:
             record_url_fetch(exc.reason)
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         record_url_fetch("ok")
-        return self._classify(data, top_k, "the URL's content")
-
-    def _classify(self, data: bytes, top_k: int, what: str) -> dict | JSONResponse:
         try:
-            result = self.predictor.predict(data, top_k=top_k)
+            batch = await anyio.to_thread.run_sync(self._prepare, data, "the URL's content")
+        except UploadError as exc:
+            return _refused(exc)
+        answers = await self._classify(batch[None], top_k)
+        return answers[0] if isinstance(answers, list) else answers
+
+    def _prepare_uploads(self, uploads: list[Path]) -> np.ndarray:
+        """Read, decode and prepare every upload (in a worker thread); the first bad one raises UploadError."""
+        prepared = []
+        for number, upload in enumerate(uploads, 1):
+            which = "the upload" if len(uploads) == 1 else f"image {number} of {len(uploads)}"
+            size = upload.stat().st_size
+            if size > MAX_UPLOAD_BYTES:
+                raise UploadError(413, f"{which} is {size} bytes; the limit is {MAX_UPLOAD_BYTES}", "body_too_large")
+            prepared.append(self._prepare(upload.read_bytes(), which))
+        return np.stack(prepared)
+
+    def _prepare(self, data: bytes, which: str) -> np.ndarray:
+        try:
+            return self.predictor.prepare(data)
         except ImageRejected as exc:
-            record_rejection(exc.reason)
-            return JSONResponse({"error": f"{what} is not a usable image: {exc.reason}: {exc.detail}"}, status_code=400)
-        record_batch(1)  # one image per model call
-        record_prediction(result)
-        return result
+            raise UploadError(400, f"{which} is not a usable image: {exc.reason}: {exc.detail}", exc.reason) from None
+
+    async def _classify(self, batch: np.ndarray, top_k: int) -> list[dict] | JSONResponse:
+        """Prepared images -> one answer each, through the batcher."""
+        try:
+            logits = await self.batcher.run(batch)
+        except ModelBusy as exc:
+            record_rejection("model_busy")
+            busy = {"error": f"the model is busy ({exc}); try again shortly"}
+            return JSONResponse(busy, status_code=503, headers={"Retry-After": "1"})
+        answers = [self.predictor.answer(row, top_k) for row in logits]
+        for answer in answers:
+            record_prediction(answer)
+        return answers
+
+
+def _refused(exc: UploadError) -> JSONResponse:
+    record_rejection(exc.reason)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
 # The web page at `/` (only that path goes to it; BentoML's own index page is behind it)
