@@ -56,6 +56,7 @@ def serve_command(
     """The `bentoml serve` command line and environment that serve `model_dir`. Raises GuardConfigError
     for a non-loopback `host` without API keys, or guard or decode settings (IMGCLF_*) that cannot be used."""
     env = {**os.environ, MODEL_DIR_ENV: str(Path(model_dir).resolve()), MODEL_VERSION_ENV: str(version)}
+    env["BENTOML_HOME"] = str(server_home(port).resolve())
     env[MODEL_STAGE_ENV] = stage
     env[BIND_HOST_ENV] = host
     GuardConfig.from_env(env).check_bind()
@@ -75,6 +76,14 @@ def serve_command(
         package_root,
     ]
     return cmd, env
+
+
+def server_home(port: int) -> Path:
+    """The BENTOML_HOME of the server on `port`. BentoML keeps its Prometheus multiprocess files in
+    BENTOML_HOME/prometheus_multiproc_dir and empties that folder when a server starts (there is no
+    setting for the folder alone), so servers sharing a home (staging and production) would wipe each
+    other's /metrics. The service loads its model from MODEL_DIR_ENV, never from BentoML's stores."""
+    return paths.deployments_dir() / "bentoml" / str(port)
 
 
 def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
