@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import ValidationError
 
+from imgclf.data import fetch as fetch_module
 from imgclf.data.archive import ArchiveError, ArchiveLimits, download
 from imgclf.data.fetch import FetchPolicy, FetchRefused, check_url, fetch_bytes, fetch_to_file, loggable, redact
 from imgclf.data.sources import SourceConfig, load_source
@@ -150,6 +151,54 @@ def test_allow_list_matches_names_and_domains(no_contact):
     assert check_url("http://[::1]/", FetchPolicy(allow_private=True, allowed_hosts=["[::1]"]))
     with pytest.raises(FetchRefused, match="allow-list"):
         check_url("http://127.0.0.1/", FetchPolicy(allow_private=True, allowed_hosts=[".0.0.1"]))
+
+
+@pytest.fixture()
+def hung_resolver(monkeypatch):
+    """getaddrinfo that does not answer until the test ends (then its threads are let go and joined)."""
+    release, calls = threading.Event(), []
+
+    def hang(host, *args, **kwargs):
+        calls.append(host)
+        release.wait(timeout=60)
+        raise socket.gaierror("released")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    yield calls
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name == "imgclf-dns":
+            thread.join(timeout=10)
+
+
+def test_a_slow_resolver_is_refused_at_the_deadline(no_contact, hung_resolver):
+    started = time.monotonic()
+    with pytest.raises(FetchRefused) as caught:
+        fetch_bytes("http://slow.example/x.png", FetchPolicy(deadline_s=0.3))
+    assert caught.value.reason == "dns_timeout" and hung_resolver == ["slow.example"]
+    assert time.monotonic() - started < 30, "the fetch waited for the resolver, not its deadline"
+
+
+def test_hung_lookups_hold_a_bounded_number_of_threads(no_contact, hung_resolver):
+    """Once every lookup slot is held by a resolver that never answers, later lookups are refused at
+    their deadline without starting a thread of their own."""
+    bound = fetch_module._Resolver.MAX_LOOKUPS
+    for n in range(bound + 3):
+        with pytest.raises(FetchRefused) as caught:
+            check_url(f"http://host{n}.example/", FetchPolicy(), timeout_s=0.05)
+        assert caught.value.reason == "dns_timeout"
+    assert len(hung_resolver) == bound
+    assert sum(t.name == "imgclf-dns" for t in threading.enumerate()) == bound
+
+
+def test_a_name_that_does_not_resolve_is_refused(no_contact, monkeypatch):
+    def unknown(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    with pytest.raises(FetchRefused) as caught:
+        fetch_bytes("http://nowhere.example/x.png")
+    assert caught.value.reason == "dns"
 
 
 def test_redact_keeps_scheme_host_port_path_only():

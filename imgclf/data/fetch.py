@@ -7,7 +7,8 @@ SSRF add-on for requests (`advocate`) is unmaintained. This is stdlib only (http
 Rules: http(s) only, no credentials in the URL, an optional host allow-list; the host resolved once and
 refused unless every address is global (private only by policy; metadata/link-local never); connect to a
 checked address, the name in Host and TLS (SNI, certificate); every redirect hop checked again; timeouts and
-a total deadline; a byte cap while streaming; an optional sha256 pin. Messages carry only `redact(url)`.
+a total deadline, the DNS lookup included; a byte cap while streaming; an optional sha256 pin. Messages
+carry only `redact(url)`.
 """
 
 from __future__ import annotations
@@ -126,20 +127,60 @@ def _host_allowed(host: str, allowed: list[str] | None) -> bool:
     return allowed is None or host in allowed or (is_name and bool(domains))
 
 
-def _resolve(host: str, port: int, shown: str) -> tuple[IPAddress, ...]:
-    """Resolve once (numeric spellings such as 2130706433 or 0x7f.1 come back as what they mean)."""
+class _Resolver:
+    """getaddrinfo under a deadline: the C call cannot be interrupted, so it runs in a daemon thread (a
+    ThreadPoolExecutor's are joined at exit) the caller stops waiting for when time is up; at most
+    MAX_LOOKUPS at once, so a resolver that never answers holds a fixed number of threads."""
+
+    MAX_LOOKUPS = 8
+
+    def __init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.MAX_LOOKUPS)
+
+    def __call__(self, host: str, port: int, timeout_s: float) -> list | None:
+        """getaddrinfo's answer, or None when it did not come within `timeout_s` (a slot included)."""
+        end = time.monotonic() + timeout_s
+        if not self._slots.acquire(timeout=max(timeout_s, 0)):
+            return None
+        done, box = threading.Event(), {}
+
+        def lookup() -> None:
+            try:
+                box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except BaseException as exc:  # handed to the caller, raised there
+                box["error"] = exc
+            finally:
+                self._slots.release()
+                done.set()
+
+        threading.Thread(target=lookup, name="imgclf-dns", daemon=True).start()
+        if not done.wait(max(end - time.monotonic(), 0)):
+            return None
+        if "error" in box:
+            raise box["error"]
+        return box["infos"]
+
+
+_lookup = _Resolver()
+
+
+def _resolve(host: str, port: int, shown: str, timeout_s: float) -> tuple[IPAddress, ...]:
+    """Resolve once, within `timeout_s` (numeric spellings such as 2130706433 or 0x7f.1 come back as is)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _lookup(host, port, timeout_s)
     except (socket.gaierror, UnicodeError):
         raise FetchRefused("dns", f"{shown}: the host does not resolve") from None
+    if infos is None:
+        raise FetchRefused("dns_timeout", f"{shown}: the host name did not resolve in time")
     found = dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos)  # no zone
     if not found:
         raise FetchRefused("dns", f"{shown}: the host does not resolve")
     return tuple(found)
 
 
-def check_url(url: str, policy: FetchPolicy) -> CheckedURL:
-    """Every check that needs no connection: scheme, credentials, allow-list, every resolved address."""
+def check_url(url: str, policy: FetchPolicy, timeout_s: float | None = None) -> CheckedURL:
+    """Every check that needs no connection: scheme, credentials, allow-list, every resolved address
+    (the lookup bounded by `timeout_s`, by default the policy's whole deadline)."""
     shown = redact(url)
     try:
         parts = urlsplit(url.strip())
@@ -159,7 +200,7 @@ def check_url(url: str, policy: FetchPolicy) -> CheckedURL:
     if not _host_allowed(host, policy.allowed_hosts):
         raise FetchRefused("host_not_allowed", f"{shown}: host {host} is not on the allow-list")
     port = port or (443 if scheme == "https" else 80)
-    addresses = _resolve(host, port, shown)
+    addresses = _resolve(host, port, shown, policy.deadline_s if timeout_s is None else timeout_s)
     for ip in addresses:
         why = refusal(ip, policy.allow_private, policy.blocked_networks)
         if why:
@@ -255,7 +296,7 @@ def _request(url: str, policy: FetchPolicy, deadline: _Deadline) -> tuple[http.c
     """GET `url`, following redirects by hand (each hop checked again); the connection, its 200
     response and the URL that gave it."""
     for hop in range(policy.max_redirects + 1):
-        checked = check_url(url, policy)
+        checked = check_url(url, policy, deadline.left())
         conn = (_PinnedHTTPS if checked.scheme == "https" else _PinnedHTTP)(checked, policy, deadline)
         try:
             conn.request("GET", checked.target, headers={"User-Agent": "imgclf-fetch", "Accept": "*/*"})

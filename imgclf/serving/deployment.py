@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgclf import paths
-from imgclf.serving.guard_config import BIND_HOST_ENV, GuardConfig
+from imgclf.serving.guard_config import BIND_HOST_ENV, GuardConfig, decode_limits_from_env
 
 MODEL_DIR_ENV = "IMGCLF_MODEL_DIR"
 MODEL_VERSION_ENV = "IMGCLF_MODEL_VERSION"
@@ -54,11 +54,13 @@ def serve_command(
     model_dir: str | Path, version: str, host: str, port: int, stage: str = ""
 ) -> tuple[list[str], dict[str, str]]:
     """The `bentoml serve` command line and environment that serve `model_dir`. Raises GuardConfigError
-    for a non-loopback `host` without API keys, or guard settings (IMGCLF_*) that cannot be used."""
+    for a non-loopback `host` without API keys, or guard or decode settings (IMGCLF_*) that cannot be used."""
     env = {**os.environ, MODEL_DIR_ENV: str(Path(model_dir).resolve()), MODEL_VERSION_ENV: str(version)}
+    env["BENTOML_HOME"] = str(server_home(port).resolve())
     env[MODEL_STAGE_ENV] = stage
     env[BIND_HOST_ENV] = host
     GuardConfig.from_env(env).check_bind()
+    decode_limits_from_env(env)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     bentoml = str(Path(sys.executable).with_name("bentoml"))
@@ -74,6 +76,14 @@ def serve_command(
         package_root,
     ]
     return cmd, env
+
+
+def server_home(port: int) -> Path:
+    """The BENTOML_HOME of the server on `port`. BentoML keeps its Prometheus multiprocess files in
+    BENTOML_HOME/prometheus_multiproc_dir and empties that folder when a server starts (there is no
+    setting for the folder alone), so servers sharing a home (staging and production) would wipe each
+    other's /metrics. The service loads its model from MODEL_DIR_ENV, never from BentoML's stores."""
+    return paths.deployments_dir() / "bentoml" / str(port)
 
 
 def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:

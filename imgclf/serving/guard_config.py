@@ -1,6 +1,6 @@
-"""What the request guard enforces, from IMGCLF_* environment variables (so `imgclf serve`, the deploy
-step and a container set it the same way), and the rule that a service reachable from other machines
-must have API keys."""
+"""What the request guard enforces and the decode caps the service applies, from IMGCLF_* environment
+variables (so `imgclf serve`, the deploy step and a container set them the same way), and the rule that
+a service reachable from other machines must have API keys."""
 
 from __future__ import annotations
 
@@ -10,10 +10,22 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import get_origin
+from typing import TypeVar, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from imgclf.data.decode import SERVING_LIMITS, DecodeLimits
+from imgclf.data.validation_config import ValidationConfig
 from imgclf.serving.predictor import MAX_UPLOAD_BYTES
 
 ENV_PREFIX = "IMGCLF_"
@@ -130,23 +142,85 @@ class GuardConfig(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> GuardConfig:
         """IMGCLF_MAX_BODY_BYTES=..., IMGCLF_API_KEYS=a,b, ...; `overrides` win. Errors name the variable."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for name, field in cls.model_fields.items():
-            raw = environ.get(f"{ENV_PREFIX}{name.upper()}")
-            if raw is None or name == "routes":
-                continue
-            is_list = get_origin(field.annotation) is tuple
-            values[name] = tuple(v.strip() for v in raw.split(",") if v.strip()) if is_list else raw.strip()
-        values.update(overrides)
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"]
-                for e in exc.errors(include_input=False)
+        return _from_env(cls, "request guard settings", environ, skip=("routes",), **overrides)
+
+
+# Training's caps (ValidationConfig's defaults). The service may be stricter or looser than SERVING_LIMITS
+# but never looser than these: no model was trained or evaluated on images outside them.
+TRAINING_CAPS = ValidationConfig()
+
+
+class DecodeSettings(BaseModel):
+    """The service's decode caps (DecodeLimits); each field reads IMGCLF_<FIELD>."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_pixels: int = Field(SERVING_LIMITS.max_pixels, ge=1, description="width*height")
+    max_side: int = Field(SERVING_LIMITS.max_side, ge=1, description="longest side, px")
+    min_side: int = Field(SERVING_LIMITS.min_side, ge=1, description="shortest side, px")
+    max_aspect: float = Field(SERVING_LIMITS.max_aspect, ge=1, description="long side / short side; inf: no cap")
+
+    @field_validator("max_pixels", "max_side")
+    @classmethod
+    def _not_above_training(cls, value: int, info: ValidationInfo) -> int:
+        cap = {"max_pixels": TRAINING_CAPS.max_pixels, "max_side": TRAINING_CAPS.max_size}[str(info.field_name)]
+        if value > cap:
+            raise ValueError(f"{value} is above training's cap of {cap}")
+        return value
+
+    @field_validator("min_side")
+    @classmethod
+    def _not_below_training(cls, value: int) -> int:
+        if value < TRAINING_CAPS.min_size:
+            raise ValueError(f"{value} is below training's minimum side of {TRAINING_CAPS.min_size} px")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DecodeSettings:
+        if self.max_side < self.min_side:
+            raise ValueError(f"{ENV_PREFIX}MAX_SIDE ({self.max_side}) is below {ENV_PREFIX}MIN_SIDE ({self.min_side})")
+        if self.min_side**2 > self.max_pixels:
+            raise ValueError(
+                f"{ENV_PREFIX}MIN_SIDE ({self.min_side}) squared is above {ENV_PREFIX}MAX_PIXELS ({self.max_pixels}):"
+                " no image would pass"
             )
-            raise GuardConfigError(f"request guard settings: {problems}") from None
+        return self
+
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(self.max_pixels, self.max_side, self.min_side, self.max_aspect)
+
+
+def decode_limits_from_env(environ: Mapping[str, str] | None = None) -> DecodeLimits:
+    """SERVING_LIMITS with IMGCLF_MAX_PIXELS, _MAX_SIDE, _MIN_SIDE, _MAX_ASPECT applied; read it once at
+    start. Raises GuardConfigError naming the variable for a value that is not a number, or is looser
+    than training's caps."""
+    return _from_env(DecodeSettings, "serving decode limits", environ).limits()
+
+
+Settings = TypeVar("Settings", bound=BaseModel)
+
+
+def _from_env(
+    cls: type[Settings], what: str, environ: Mapping[str, str] | None, skip: tuple[str, ...] = (), **overrides: object
+) -> Settings:
+    """`cls` from IMGCLF_<FIELD> variables (tuple fields comma-separated); a GuardConfigError naming them."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, field in cls.model_fields.items():
+        raw = environ.get(f"{ENV_PREFIX}{name.upper()}")
+        if raw is None or name in skip:
+            continue
+        is_list = get_origin(field.annotation) is tuple
+        values[name] = tuple(v.strip() for v in raw.split(",") if v.strip()) if is_list else raw.strip()
+    values.update(overrides)
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors(include_input=False)
+        )
+        raise GuardConfigError(f"{what}: {problems}") from None
 
 
 def _read_key_file(path: Path) -> list[bytes]:
@@ -167,10 +241,11 @@ def _read_key_file(path: Path) -> list[bytes]:
     return hashes
 
 
-if __name__ == "__main__":  # the container's preflight: refuse to start with settings the guard refuses
+if __name__ == "__main__":  # the container's preflight: refuse to start with settings it would refuse
     import sys
 
     try:
         GuardConfig.from_env().check_bind()
+        decode_limits_from_env()
     except GuardConfigError as exc:
         sys.exit(f"imgclf: {exc}")

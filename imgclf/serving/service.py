@@ -22,6 +22,7 @@ from imgclf.data.decode import ImageRejected
 from imgclf.serving.batching import BatchConfig, MicroBatcher, ModelBusy
 from imgclf.serving.deployment import MODEL_DIR_ENV, MODEL_VERSION_ENV
 from imgclf.serving.guard import RequestGuard
+from imgclf.serving.guard_config import decode_limits_from_env
 from imgclf.serving.metrics import (
     record_batch,
     record_model,
@@ -48,7 +49,9 @@ class ImageClassifier:
         model = os.environ.get(MODEL_DIR_ENV)
         if not model:
             raise RuntimeError(f"set {MODEL_DIR_ENV} to a model bundle folder or .onnx file")
-        self.predictor = Predictor.from_path(model, os.environ.get(MODEL_VERSION_ENV) or None)
+        self.predictor = Predictor.from_path(
+            model, os.environ.get(MODEL_VERSION_ENV) or None, limits=decode_limits_from_env()
+        )
         self.batcher = MicroBatcher(self.predictor.predict_batch, BatchConfig.from_env(), on_batch=record_batch)
         self.url_policy = url_policy()
         record_model(self.predictor.model_version)
