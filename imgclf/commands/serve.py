@@ -34,11 +34,10 @@ def default_model(name: str) -> tuple[str, str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from imgclf.serving.guard_config import GuardConfig, GuardConfigError, decode_limits_from_env
+    from imgclf.serving.guard_config import GuardConfigError, check_service_settings
 
     try:  # before any download: a non-loopback --host needs API keys; IMGCLF_* values must be usable
-        GuardConfig.from_env(bind_host=args.host).check_bind()
-        decode_limits_from_env()
+        check_service_settings(bind_host=args.host)
     except GuardConfigError as exc:
         raise SystemExit(f"imgclf serve: {exc}") from None
     if args.model is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgclf import paths
-from imgclf.serving.guard_config import BIND_HOST_ENV, GuardConfig, decode_limits_from_env
+from imgclf.serving.guard_config import BIND_HOST_ENV, check_service_settings
 
 MODEL_DIR_ENV = "IMGCLF_MODEL_DIR"
 MODEL_VERSION_ENV = "IMGCLF_MODEL_VERSION"
@@ -54,13 +54,12 @@ def serve_command(
     model_dir: str | Path, version: str, host: str, port: int, stage: str = ""
 ) -> tuple[list[str], dict[str, str]]:
     """The `bentoml serve` command line and environment that serve `model_dir`. Raises GuardConfigError
-    for a non-loopback `host` without API keys, or guard or decode settings (IMGCLF_*) that cannot be used."""
+    for a non-loopback `host` without API keys, or IMGCLF_* settings that cannot be used."""
     env = {**os.environ, MODEL_DIR_ENV: str(Path(model_dir).resolve()), MODEL_VERSION_ENV: str(version)}
     env["BENTOML_HOME"] = str(server_home(port).resolve())
     env[MODEL_STAGE_ENV] = stage
     env[BIND_HOST_ENV] = host
-    GuardConfig.from_env(env).check_bind()
-    decode_limits_from_env(env)
+    check_service_settings(env)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     bentoml = str(Path(sys.executable).with_name("bentoml"))

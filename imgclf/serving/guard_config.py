@@ -241,11 +241,25 @@ def _read_key_file(path: Path) -> list[bytes]:
     return hashes
 
 
+def check_service_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> None:
+    """Every IMGCLF_* setting a service reads at start (guard, decode caps, batching) is usable, and a
+    non-loopback bind has API keys; GuardConfigError naming the variable otherwise. Run before a server
+    starts (`imgclf serve`, the deploy step, the container's preflight), so a bad value is one clear
+    message instead of a worker that dies while loading."""
+    from imgclf.serving.batching import BatchConfig
+
+    GuardConfig.from_env(environ, **overrides).check_bind()
+    decode_limits_from_env(environ)
+    try:
+        BatchConfig.from_env(environ)
+    except ValueError as exc:
+        raise GuardConfigError(str(exc)) from None
+
+
 if __name__ == "__main__":  # the container's preflight: refuse to start with settings it would refuse
     import sys
 
     try:
-        GuardConfig.from_env().check_bind()
-        decode_limits_from_env()
+        check_service_settings()
     except GuardConfigError as exc:
         sys.exit(f"imgclf: {exc}")

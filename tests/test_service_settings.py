@@ -1,5 +1,6 @@
-"""The service's decode caps from IMGCLF_* variables: SERVING_LIMITS by default, any value within
-training's caps accepted, anything else refused at start with the variable named."""
+"""The service's start-time settings from IMGCLF_* variables. Decode caps: SERVING_LIMITS by default, any
+value within training's caps accepted, anything else refused at start with the variable named; batching
+settings refused the same way."""
 
 from __future__ import annotations
 
@@ -77,3 +78,14 @@ def test_the_container_preflight_checks_them():
     )
     assert done.returncode == 1
     assert "IMGCLF_MAX_PIXELS" in done.stderr and "training's cap" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_batching_settings_stop_a_server_before_it_starts(monkeypatch):
+    monkeypatch.setenv("IMGCLF_MAX_BATCH_SIZE", "0")
+    with pytest.raises(GuardConfigError, match=r"IMGCLF_MAX_BATCH_SIZE: .*greater than or equal to 1"):
+        deployment.serve_command("/tmp/model.onnx", "1", "127.0.0.1", 3000)
+    env = {**os.environ, "IMGCLF_MAX_LATENCY_MS": "soon"}
+    done = subprocess.run(
+        [sys.executable, "-m", "imgclf.serving.guard_config"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "IMGCLF_MAX_LATENCY_MS" in done.stderr and "Traceback" not in done.stderr
