@@ -133,7 +133,10 @@ def test_predict_batch_answers_each_image_as_predict_does(servable_bundle, test_
     assert logits.shape == (len(test_images), len(predictor.class_names))
     for row, (data, _) in zip(logits, test_images):
         assert same_answer(predictor.answer(row), predictor.predict(data))
-    assert predictor.session.get_session_options().intra_op_num_threads == available_cores()
+    assert predictor.session.get_session_options().intra_op_num_threads == available_cores() == predictor.lanes
+    if predictor.lanes > 1:  # the lanes' session runs on one core, side by side, with the same answers
+        assert predictor.lane_session.get_session_options().intra_op_num_threads == 1
+        np.testing.assert_allclose(predictor.predict_lane(batch), logits, rtol=1e-4, atol=1e-4)
 
 
 def post_images(url: str, images: list[bytes], names: list[str] | None = None) -> requests.Response:
@@ -218,16 +221,18 @@ def test_an_overloaded_model_is_a_503_with_retry_after(servable_bundle, test_ima
     service = ImageClassifier()  # in process
     upload = tmp_path / "digit.png"
     upload.write_bytes(test_images[0][0])
-    answer = asyncio.run(service.predict(image=[upload]))
+    answer = json.loads(asyncio.run(service.predict(image=[upload])).body)
     assert same_answer(answer, Predictor.from_path(servable_bundle).predict(test_images[0][0]))
     assert asyncio.run(service.predict(image=[])).status_code == 400
 
     gate = threading.Event()
-    predict_batch = service.batcher.run_batch
-    service.batcher.run_batch = lambda images: (gate.wait(10), predict_batch(images))[1]
+    batcher = service.batcher
+    alone, lane = batcher.run_alone, batcher.run_lane
+    batcher.run_alone = lambda images: (gate.wait(10), alone(images))[1]
+    batcher.run_lane = lambda images: (gate.wait(10), lane(images))[1]
 
     async def overload():
-        first = asyncio.create_task(service.predict(image=[upload]))  # holds the model
+        first = asyncio.create_task(service.predict(image=[upload]))  # holds every lane
         await asyncio.sleep(0.05)
         late = asyncio.create_task(service.predict(image=[upload, upload]))
         await asyncio.sleep(0.1)
@@ -235,6 +240,6 @@ def test_an_overloaded_model_is_a_503_with_retry_after(servable_bundle, test_ima
         return await first, await late
 
     first, late = asyncio.run(overload())
-    assert same_answer(first, answer)
+    assert first.status_code == 200 and same_answer(json.loads(first.body), answer)
     assert late.status_code == 503 and late.headers["Retry-After"] == "1"
     assert json.loads(late.body)["error"].startswith("the model is busy (queued longer than 10 ms)")

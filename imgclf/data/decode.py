@@ -183,7 +183,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     transparency (RGBA, LA, PA, palette with a transparent index) is composited onto black.
     """
     with contextlib.suppress(Exception):  # unreadable EXIF: the pixels are still good, keep them as stored
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an image without a rotation
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         image = _grey16_to_l(image)
     if image.mode == "P" and "transparency" in image.info:
@@ -193,7 +193,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size)
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _grey16_to_l(image: Image.Image) -> Image.Image:

@@ -1,14 +1,19 @@
 """Adaptive batching inside the service process: images prepared by concurrent requests run through ONNX
-Runtime together, one batch at a time, in one thread that may use every core the process is allowed.
+Runtime together, in as many lanes as the process has cores.
+
+Two ways to spend the cores, chosen per batch as OpenVINO's latency and throughput hints do: a lone image
+while every lane is idle runs on all cores (one ORT run with an intra-op thread per core: the lowest
+latency); anything more is split across the lanes, one single-threaded ORT run per core at once (no
+thread barriers inside a run, so no core waits for a preempted one: more images per second under load).
+Each batch takes what queued while earlier ones ran, up to max_batch_size. Nothing waits on purpose, so a
+lone request runs at once and batches grow only with load. max_latency_ms is a deadline, not a wait: an
+image that has queued longer than that is refused (ModelBusy, a 503 with Retry-After) instead of queueing
+without bound.
 
 Why not BentoML's `@bentoml.api(batchable=True)`: BentoML batches the inputs of an HTTP endpoint, so either
 decoding would run inside the batch (a slow upload would hold up everyone's answer) or the model would sit
 behind a second service and an internal HTTP hop, which on two cores cost a third of the throughput and,
-under load, answered some requests with a 500 when the hop's connection dropped. Here the hop is a
-function call: requests decode in worker threads, queue their arrays, and each batch takes whatever queued
-while the previous one ran (up to max_batch_size). Nothing waits on purpose, so a lone request runs at
-once and batches grow only with load. max_latency_ms is a deadline, not a wait: an image that has queued
-longer than that is refused (ModelBusy, a 503 with Retry-After) instead of queueing without bound.
+under load, answered some requests with a 500 when the hop's connection dropped.
 
 Settings: IMGCLF_MAX_BATCH_SIZE and IMGCLF_MAX_LATENCY_MS.
 """
@@ -84,26 +89,29 @@ class _Queued:
 class MicroBatcher:
     """`await batcher.run(images)` -> their outputs, in order, each image batched with other requests'.
 
-    Lives in one event loop (the worker's); `run_batch` runs in its own single thread, never two at once.
-    `on_batch(size)` is told each run's size (the batch-size metric)."""
+    `run_alone(images)` uses every core for one batch; `run_lane(images)` uses one core and runs in up to
+    `lanes` threads at once. Lives in one event loop (the worker's), which alone touches the queue and the
+    lane count. `on_batch(size)` is told each run's size (the batch-size metric)."""
 
     def __init__(
         self,
-        run_batch: Callable[[np.ndarray], np.ndarray],
+        run_alone: Callable[[np.ndarray], np.ndarray],
+        run_lane: Callable[[np.ndarray], np.ndarray],
+        lanes: int,
         config: BatchConfig,
         on_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
-        self.run_batch, self.config, self.on_batch = run_batch, config, on_batch
+        self.run_alone, self.run_lane, self.lanes = run_alone, run_lane, max(1, lanes)
+        self.config, self.on_batch = config, on_batch
         self._queue: deque[_Queued] = deque()
-        self._worker: asyncio.Task | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="imgclf-model")
+        self._free = self.lanes
+        self._threads = ThreadPoolExecutor(self.lanes, thread_name_prefix="imgclf-model")
 
     async def run(self, images: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
         queued = [_Queued(image, loop.create_future()) for image in images]
         self._queue.extend(queued)
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._drain())
+        self._dispatch()
         try:
             return np.stack(await asyncio.gather(*(q.future for q in queued)))
         except BaseException:
@@ -111,34 +119,44 @@ class MicroBatcher:
                 q.future.cancel()
             raise
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            batch = self._take()
-            if not batch:
-                continue
-            try:
-                outputs = await loop.run_in_executor(self._thread, self.run_batch, np.stack([q.image for q in batch]))
-            except Exception as exc:  # the model failed: every caller of this batch hears it
-                for q in batch:
-                    if not q.future.done():
-                        q.future.set_exception(exc)
-                continue
-            self.on_batch(len(batch))
-            for q, row in zip(batch, outputs):
-                if not q.future.done():
-                    q.future.set_result(row)
+    def _dispatch(self) -> None:
+        """Start batches while lanes are free: a lone image on all cores, else the queue shared by the free lanes."""
+        while self._free:
+            self._refuse_expired()
+            if not self._queue:
+                return
+            if self._free == self.lanes and len(self._queue) == 1:
+                self._start([self._queue.popleft()], self.run_alone, self.lanes)
+            else:
+                share = min(self.config.max_batch_size, -(-len(self._queue) // self._free))
+                self._start([self._queue.popleft() for _ in range(share)], self.run_lane, 1)
 
-    def _take(self) -> list[_Queued]:
-        """Up to max_batch_size live images from the queue; those past the deadline are refused."""
+    def _refuse_expired(self) -> None:
+        """Drop cancelled images from the queue's head and refuse those past the deadline (oldest first)."""
         deadline = time.monotonic() - self.config.max_latency_ms / 1000
-        batch: list[_Queued] = []
-        while self._queue and len(batch) < self.config.max_batch_size:
+        while self._queue and (self._queue[0].future.done() or self._queue[0].since < deadline):
             q = self._queue.popleft()
-            if q.future.done():  # cancelled
-                continue
-            if q.since < deadline:
+            if not q.future.done():
                 q.future.set_exception(ModelBusy(f"queued longer than {self.config.max_latency_ms} ms"))
+        for q in [q for q in self._queue if q.future.done()]:
+            self._queue.remove(q)
+
+    def _start(self, batch: list[_Queued], run: Callable[[np.ndarray], np.ndarray], lanes: int) -> None:
+        self._free -= lanes
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._threads, run, np.stack([q.image for q in batch]))
+        done.add_done_callback(lambda outcome: self._finish(batch, outcome, lanes))
+
+    def _finish(self, batch: list[_Queued], outcome: asyncio.Future, lanes: int) -> None:
+        self._free += lanes
+        error = outcome.exception()
+        if error is None:
+            self.on_batch(len(batch))
+        for i, q in enumerate(batch):
+            if q.future.done():
                 continue
-            batch.append(q)
-        return batch
+            if error is not None:  # the model failed: every caller of this batch hears it
+                q.future.set_exception(error)
+            else:
+                q.future.set_result(outcome.result()[i])
+        self._dispatch()

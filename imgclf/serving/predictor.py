@@ -26,23 +26,26 @@ class Predictor:
         limits: DecodeLimits = SERVING_LIMITS,
         threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
-
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise FileNotFoundError(f"no ONNX model at {self.onnx_path}")
         self.class_names, self.spec = read_onnx_metadata(self.onnx_path)
-        options = ort.SessionOptions()
-        # One batch at a time runs here, so it may use every core this process is allowed (not every
-        # core of the host: a container's CPU limit or a taskset counts).
-        options.intra_op_num_threads = threads or available_cores()
-        options.inter_op_num_threads = 1
-        import os  # EXPERIMENT
-
-        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("IMGCLF_ORT_SPIN", "1"))
-        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        cores = threads or available_cores()
+        # one session for a lone image on every core this process may use (not every core of the host:
+        # a container's CPU limit or a taskset counts), one single-threaded for the lanes that run at once
+        self.session = self._session(cores)
+        self.lane_session = self._session(1) if cores > 1 else self.session
+        self.lanes = cores
         self.model_version = model_version
         self.limits = limits  # stricter than training's: uploads come from strangers
+
+    def _session(self, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
 
     @classmethod
     def from_path(cls, path: str | Path, model_version: str | None = None, **options) -> Predictor:
@@ -56,8 +59,12 @@ class Predictor:
         return self.spec.normalize(self.spec.resize(image)[None])[0]
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) prepared images -> (N, classes) logits, one ORT run."""
+        """(N, C, H, W) prepared images -> (N, classes) logits, one ORT run on every core."""
         return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images, dtype=np.float32)})[0]
+
+    def predict_lane(self, images: np.ndarray) -> np.ndarray:
+        """As predict_batch on one core, so `lanes` of these run side by side (thread-safe: ORT sessions are)."""
+        return self.lane_session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images, dtype=np.float32)})[0]
 
     def answer(self, logits: np.ndarray, top_k: int = 3) -> dict:
         """One image's logits -> {label, confidence, top_k, model_version}."""

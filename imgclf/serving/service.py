@@ -52,8 +52,16 @@ class ImageClassifier:
         self.predictor = Predictor.from_path(
             model, os.environ.get(MODEL_VERSION_ENV) or None, limits=decode_limits_from_env()
         )
-        self.batcher = MicroBatcher(self.predictor.predict_batch, BatchConfig.from_env(), on_batch=record_batch)
+        self.batcher = MicroBatcher(
+            self.predictor.predict_batch,
+            self.predictor.predict_lane,
+            self.predictor.lanes,
+            BatchConfig.from_env(),
+            on_batch=record_batch,
+        )
         self.url_policy = url_policy()
+        # as many decoding threads as lanes: more only fight the model's lanes for the same cores
+        self._decoders = anyio.CapacityLimiter(self.predictor.lanes)
         record_model(self.predictor.model_version)
 
     @bentoml.api(route="/predict")
@@ -64,11 +72,10 @@ class ImageClassifier:
         if not image:  # the guard requires the field; this covers a direct call
             return _refused(UploadError(400, "no image: upload one as an `image` file part", "no_image"))
         try:
-            batch = await anyio.to_thread.run_sync(self._prepare_uploads, image)
+            batch = await anyio.to_thread.run_sync(self._prepare_uploads, image, limiter=self._decoders)
         except UploadError as exc:
             return _refused(exc)
-        answers = await self._classify(batch, top_k)
-        return answers[0] if isinstance(answers, list) and len(image) == 1 else answers
+        return await self._classify(batch, top_k, single=len(image) == 1)
 
     @bentoml.api(route="/predict/url")
     async def predict_url(self, url: str, top_k: int = 3) -> dict:
@@ -80,11 +87,10 @@ class ImageClassifier:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         record_url_fetch("ok")
         try:
-            batch = await anyio.to_thread.run_sync(self._prepare, data, "the URL's content")
+            batch = await anyio.to_thread.run_sync(self._prepare, data, "the URL's content", limiter=self._decoders)
         except UploadError as exc:
             return _refused(exc)
-        answers = await self._classify(batch[None], top_k)
-        return answers[0] if isinstance(answers, list) else answers
+        return await self._classify(batch[None], top_k, single=True)
 
     def _prepare_uploads(self, uploads: list[Path]) -> np.ndarray:
         """Read, decode and prepare every upload (in a worker thread); the first bad one raises UploadError."""
@@ -103,8 +109,9 @@ class ImageClassifier:
         except ImageRejected as exc:
             raise UploadError(400, f"{which} is not a usable image: {exc.reason}: {exc.detail}", exc.reason) from None
 
-    async def _classify(self, batch: np.ndarray, top_k: int) -> list[dict] | JSONResponse:
-        """Prepared images -> one answer each, through the batcher."""
+    async def _classify(self, batch: np.ndarray, top_k: int, single: bool) -> JSONResponse:
+        """Prepared images -> one answer each, through the batcher. A response object, not a dict: BentoML
+        would derive the output's JSON schema again for every answer it serialises."""
         try:
             logits = await self.batcher.run(batch)
         except ModelBusy as exc:
@@ -114,7 +121,7 @@ class ImageClassifier:
         answers = [self.predictor.answer(row, top_k) for row in logits]
         for answer in answers:
             record_prediction(answer)
-        return answers
+        return JSONResponse(answers[0] if single else answers)
 
 
 def _refused(exc: UploadError) -> JSONResponse:
