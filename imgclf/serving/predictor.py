@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from imgclf.bundle import ONNX_INPUT, ONNX_OUTPUT, read_onnx_metadata, serving_model
+from imgclf.bundle import ONNX_INPUT, ONNX_OUTPUT, onnx_metadata, serving_model
 from imgclf.data.decode import SERVING_LIMITS, DecodeLimits, open_image
+from imgclf.serving.answers import answer
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
@@ -24,7 +23,8 @@ class Predictor:
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise FileNotFoundError(f"no ONNX model at {self.onnx_path}")
-        self.class_names, self.spec = read_onnx_metadata(self.onnx_path)
+        meta = onnx_metadata(self.onnx_path)
+        self.class_names, self.spec, self.thresholds = meta.class_names, meta.preprocess, meta.thresholds
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one request at a time per worker; scale with workers
         self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
@@ -38,17 +38,9 @@ class Predictor:
         return cls(path / serving_model(path) if path.is_dir() else path, model_version or "local")
 
     def predict(self, data: bytes, top_k: int = 3) -> dict:
-        """Raw upload bytes -> {label, confidence, top_k, model_version}. Bad input raises ImageRejected."""
+        """Raw upload bytes -> {label, confidence, top_k, model_version} (multi-label models: also labels
+        and scores, see imgclf.serving.answers). Bad input raises ImageRejected."""
         image, _ = open_image(data, limits=self.limits, draft_size=self.spec.draft_size(), source="upload")
         x = self.spec.normalize(self.spec.resize(image)[None])
-        logits = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0][0].astype(np.float64)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
-        top = [{"label": self.class_names[i], "confidence": float(probs[i])} for i in order]
-        return {
-            "label": top[0]["label"],
-            "confidence": top[0]["confidence"],
-            "top_k": top,
-            "model_version": self.model_version,
-        }
+        logits = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})[0][0]
+        return {**answer(logits, self.class_names, top_k, self.thresholds), "model_version": self.model_version}
