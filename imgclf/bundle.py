@@ -1,16 +1,19 @@
 """The model bundle on disk: the folder a registered version ships and the service loads.
 
 A bundle holds the weights (`model.safetensors`) and the spec (`model.json`: architecture, classes,
-PreprocessSpec, training record, pruned structure, which ONNX file to serve), the ONNX exports and,
-for a release, the evaluation metrics, the export report and the model card. Plain files only,
-never pickle. This module knows the file names and the JSON; it imports neither torch nor ZenML, so
-the service can read a bundle without them (`imgclf.models.trained.TrainedModel` loads the weights).
+PreprocessSpec, training record, pruned structure, a multi-label model's thresholds, which ONNX file
+to serve), the ONNX exports and, for a release, the evaluation metrics, the export report and the
+model card. Plain files only, never pickle. This module knows the file names and the JSON; it imports
+neither torch nor ZenML, so the service can read a bundle without them
+(`imgclf.models.trained.TrainedModel` loads the weights).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +30,8 @@ EXPORT_REPORT_FILE = "export_report.json"
 # the ONNX file's contract: one input, one output, and what a server needs in its metadata
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 META_ARCH, META_CLASS_NAMES, META_PREPROCESS = "imgclf.arch", "imgclf.class_names", "imgclf.preprocess"
+# multi-label models only: {"thresholds": {label: t}}, the same record as model.json's `multi_label`
+META_MULTI_LABEL, SPEC_MULTI_LABEL = "imgclf.multi_label", "multi_label"
 
 
 class SavesBundle(Protocol):
@@ -113,8 +118,43 @@ def write_release(
     return directory
 
 
-def read_onnx_metadata(model: bytes | str | Path) -> tuple[list[str], PreprocessSpec]:
-    """Class names and PreprocessSpec stored in an ONNX file by the export, so the file alone serves."""
+def multi_label_record(class_names: Sequence[str], thresholds: Sequence[float]) -> dict[str, Any]:
+    """What a multi-label model stores (model.json's `multi_label`, the ONNX `imgclf.multi_label`):
+    its per-label thresholds by label name, so the record reads the same whatever the class order."""
+    if len(thresholds) != len(class_names):
+        raise ValueError(f"need one threshold per label ({len(class_names)}), got {len(thresholds)}")
+    return {"thresholds": {name: float(t) for name, t in zip(class_names, thresholds)}}
+
+
+def thresholds_from_record(record: object, class_names: Sequence[str], where: str) -> list[float]:
+    """The thresholds of a `multi_label_record` in class order; BundleError naming `where` and the
+    problem when the record is malformed (a label missing, a value that is not a number in [0, 1])."""
+    thresholds = record.get("thresholds") if isinstance(record, dict) else None
+    if not isinstance(thresholds, dict):
+        raise BundleError(f"{where}: the multi-label record has no thresholds by label: {record!r:.200}")
+    missing = [name for name in class_names if name not in thresholds]
+    if missing:
+        raise BundleError(f"{where}: the multi-label record has no threshold for {missing}")
+    out = []
+    for name in class_names:
+        t = thresholds[name]
+        if isinstance(t, bool) or not isinstance(t, int | float) or not (math.isfinite(t) and 0.0 <= t <= 1.0):
+            raise BundleError(f"{where}: the threshold of {name!r} must be a number in [0, 1], not {t!r}")
+        out.append(float(t))
+    return out
+
+
+@dataclass(frozen=True)
+class OnnxMetadata:
+    """What the export stores in an ONNX file so the file alone serves."""
+
+    class_names: list[str]
+    preprocess: PreprocessSpec
+    thresholds: list[float] | None = None  # in class order; multi-label models only
+
+
+def onnx_metadata(model: bytes | str | Path) -> OnnxMetadata:
+    """Class names, PreprocessSpec and, for a multi-label model, its per-label thresholds."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(
@@ -124,4 +164,20 @@ def read_onnx_metadata(model: bytes | str | Path) -> tuple[list[str], Preprocess
     missing = [key for key in (META_CLASS_NAMES, META_PREPROCESS) if key not in meta]
     if missing:
         raise ValueError(f"the ONNX model carries no {', '.join(missing)} metadata: it was not exported by imgclf")
-    return json.loads(meta[META_CLASS_NAMES]), PreprocessSpec.from_dict(json.loads(meta[META_PREPROCESS]))
+    class_names = json.loads(meta[META_CLASS_NAMES])
+    thresholds = None
+    if META_MULTI_LABEL in meta:
+        where = f"the ONNX model's {META_MULTI_LABEL} metadata"
+        try:
+            record = json.loads(meta[META_MULTI_LABEL])
+        except ValueError as exc:
+            raise BundleError(f"{where} is not JSON: {exc}") from None
+        thresholds = thresholds_from_record(record, class_names, where)
+    return OnnxMetadata(class_names, PreprocessSpec.from_dict(json.loads(meta[META_PREPROCESS])), thresholds)
+
+
+def read_onnx_metadata(model: bytes | str | Path) -> tuple[list[str], PreprocessSpec]:
+    """Class names and PreprocessSpec stored in an ONNX file by the export (`onnx_metadata` has the
+    multi-label thresholds too)."""
+    meta = onnx_metadata(model)
+    return meta.class_names, meta.preprocess

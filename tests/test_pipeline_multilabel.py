@@ -1,6 +1,6 @@
 """The training_pipeline on a multi-label CSV manifest (digits tagged even / small / round, with a
-`site` column): every step runs, evaluate scores mAP and exact-match accuracy with thresholds tuned
-on val, and quantize checks INT8 on the label sets."""
+`site` column): every step runs, evaluate scores mAP and exact-match accuracy with the thresholds
+tuned on val at training, quantize checks INT8 on the label sets, and the ONNX files carry the thresholds."""
 
 from __future__ import annotations
 
@@ -58,6 +58,19 @@ def test_multilabel_data_runs_through_every_step(multilabel_run):
     assert exported.report.test_onnx_max_abs_logit_diff < 1e-3 and exported.report.test_images == report.n_images
     if exported.report.serve == "int8":  # agreement on multi-label = the same set of labels at logit >= 0
         assert exported.report.test_int8_top1_agreement >= 0.9
+
+
+def test_thresholds_tuned_at_training_are_the_ones_evaluated_and_served(multilabel_run):
+    from imgclf.bundle import onnx_metadata
+
+    trained = multilabel_run.steps["train"].outputs["trained_model"][0].load()
+    report = multilabel_run.steps["evaluate"].outputs["evaluation"][0].load()
+    exported = multilabel_run.steps["quantize"].outputs["onnx_model"][0].load()
+    stored = dict(zip(trained.class_names, trained.thresholds))
+    assert report.multi_label.thresholds == stored  # evaluate decided with them, did not tune its own
+    for model in (exported.onnx, exported.onnx_int8):
+        if model is not None:
+            assert onnx_metadata(model).thresholds == trained.thresholds
 
 
 def test_auto_settings_are_decided_from_the_data(multilabel_run):

@@ -17,11 +17,12 @@ from imgclf.evaluate import plots
 from imgclf.evaluate.champion import Champion, compare_with_champion
 from imgclf.evaluate.gate import GateConfig, GateResult, quality_gate
 from imgclf.evaluate.metrics import EvaluationReport, evaluate_probabilities, softmax
-from imgclf.evaluate.multilabel import evaluate_multilabel, tune_thresholds
+from imgclf.evaluate.multilabel import evaluate_multilabel
 from imgclf.evaluate.stats import bootstrap_ci
 from imgclf.evaluate.subgroups import SubgroupReport, subgroup_metrics
 from imgclf.inference import predict_logits
 from imgclf.latency import measure_model_latency
+from imgclf.models.thresholds import sigmoid, tune_thresholds
 from imgclf.models.trained import TrainedModel
 
 
@@ -60,7 +61,8 @@ def evaluate_model(
     champion: Champion | None = None,
     champion_note: str = "",
 ) -> Evaluation:
-    """Score `trained` on the manifest's test split (val is used only to tune multi-label thresholds).
+    """Score `trained` on the manifest's test split (val only to tune the thresholds of a multi-label
+    model that does not carry its own).
     `champion_note` says why there is no champion when the registry could not provide one."""
     data = DecodedSplits(manifest, trained.preprocess, trained.class_names)
     data.require("test")
@@ -147,31 +149,34 @@ def _figures(network, trained, images, y_true, probs, report, config) -> dict[st
     return figures
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def _multilabel_macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
+def _thresholds(trained: TrainedModel, network, data: DecodedSplits) -> tuple[np.ndarray | None, str]:
+    """The thresholds the model decides with, and what they were tuned on: those stored with it at
+    training (tuned on its val split), else tuned here on val (a model trained before they were
+    stored), else 0.5 for every label."""
+    if trained.thresholds is not None:
+        return np.asarray(trained.thresholds), "the validation split (at training, stored with the model)"
+    if len(data.val):
+        val_scores = sigmoid(predict_logits(network, data.val.images, trained.preprocess))
+        return tune_thresholds(data.val.targets, val_scores), "the validation split"
+    return None, "nothing (no validation rows; 0.5 used)"
 
 
 def _multilabel_report(trained, network, data: DecodedSplits, test_logits, config) -> EvaluationReport:
     """Exact-match accuracy and macro F1 (thresholds tuned per label on val), both with bootstrap
     CIs, plus the per-label AP / mAP report."""
     names = trained.class_names
-    val = data.val
-    thresholds = None
-    if len(val):
-        val_scores = _sigmoid(predict_logits(network, val.images, trained.preprocess))
-        thresholds = tune_thresholds(val.targets, val_scores)
+    thresholds, tuned_on = _thresholds(trained, network, data)
     y = data.test.targets
-    scores = _sigmoid(test_logits)
+    scores = sigmoid(test_logits)
     ml = evaluate_multilabel(y, scores, names, thresholds)
     pred = (scores >= np.array([ml.thresholds[n] for n in names])[None, :]).astype(np.int64)
     exact = (pred == y).all(axis=1).astype(np.int64)
     acc = bootstrap_ci("accuracy", np.ones_like(exact), exact, n=config.n_bootstrap, seed=config.seed, n_classes=2)
     f1 = bootstrap_ci(_multilabel_macro_f1, y, pred, n=config.n_bootstrap, seed=config.seed)
-    tuned_on = "the validation split" if len(val) else "nothing (no validation rows; 0.5 used)"
     notes = [
         *ml.notes,
         f"multi-label: accuracy is exact-match (every label right); macro F1 at thresholds tuned on {tuned_on}",

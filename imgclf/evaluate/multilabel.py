@@ -1,5 +1,6 @@
-"""Multi-label test metrics: `tune_thresholds` on the validation split, then `evaluate_multilabel` on
-test (per-label average precision, mAP, and F1 at the tuned thresholds)."""
+"""Multi-label test metrics: `evaluate_multilabel` on test (per-label average precision, mAP, and F1 at
+the thresholds tuned on the validation split by `tune_thresholds`, which lives with the model in
+`imgclf.models.thresholds` because training tunes them too)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
 from imgclf.evaluate.numbers import finite_or_none
+from imgclf.models.thresholds import check_multi_hot, tune_thresholds
+
+__all__ = ["MultiLabelReport", "evaluate_multilabel", "tune_thresholds"]
 
 Thresholds = float | Sequence[float] | np.ndarray | dict[str, float] | None
 
@@ -32,27 +36,6 @@ class MultiLabelReport:
         if finite_or_none(self.mean_average_precision) is not None:
             out["test_map"] = float(self.mean_average_precision)
         return out
-
-
-def _check_multilabel(
-    y: np.ndarray, scores: np.ndarray | None = None, n_labels: int | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    y = np.asarray(y)
-    if y.ndim != 2:
-        raise ValueError(f"multi-label targets must be multi-hot (n_images, n_labels), got shape {y.shape}")
-    if len(y) == 0:
-        raise ValueError("cannot evaluate on an empty set (0 images)")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError("multi-label targets must be 0/1")
-    if n_labels is not None and y.shape[1] != n_labels:
-        raise ValueError(f"targets have {y.shape[1]} labels but {n_labels} class names were given")
-    if scores is not None:
-        scores = np.asarray(scores, dtype=np.float64)
-        if scores.shape != y.shape:
-            raise ValueError(f"scores shape {scores.shape} differs from targets shape {y.shape}")
-        if not np.all(np.isfinite(scores)):
-            raise ValueError("scores contain NaN or inf")
-    return y.astype(np.int64), scores
 
 
 def _thresholds_array(thresholds: Thresholds, class_names: list[str]) -> np.ndarray:
@@ -95,7 +78,7 @@ def evaluate_multilabel(
 ) -> MultiLabelReport:
     """Per-label average precision and mAP (threshold-free), and F1 at `thresholds` (score >= t is
     positive; one per label, e.g. from `tune_thresholds` on validation; default 0.5)."""
-    y, s = _check_multilabel(y_true_multi_hot, scores, len(class_names))
+    y, s = check_multi_hot(y_true_multi_hot, scores, len(class_names))
     thr = _thresholds_array(thresholds, class_names)
     ap, skipped = _average_precision(y, s, class_names)
     pred = (s >= thr[None, :]).astype(np.int64)
@@ -121,33 +104,3 @@ def evaluate_multilabel(
         ap_skipped=skipped,
         notes=[f"average precision skipped for {', '.join(skipped)}"] if skipped else [],
     )
-
-
-def tune_thresholds(y_val: np.ndarray, scores_val: np.ndarray, *, default: float = 0.5) -> np.ndarray:
-    """Per-label thresholds that maximise F1 on validation (prediction: score >= threshold).
-
-    For each label every cut between distinct scores is tried; the chosen threshold sits halfway
-    between the lowest score kept positive and the next lower score, so test scores just below the
-    validation ones are not lost to a knife-edge. Among equal F1s the lowest threshold wins (recall).
-    A label with no positive validation image gets `default`.
-    """
-    y, s = _check_multilabel(y_val, scores_val)
-    out = np.full(y.shape[1], float(default))
-    for j in range(y.shape[1]):
-        if y[:, j].any():
-            out[j] = _best_threshold(y[:, j], s[:, j])
-    return out
-
-
-def _best_threshold(y: np.ndarray, s: np.ndarray) -> float:
-    """The F1-maximising cut of one label's scores (see `tune_thresholds`)."""
-    n, positives = len(y), int(y.sum())
-    order = np.argsort(-s, kind="stable")
-    ss, yy = s[order], y[order]
-    tp = np.cumsum(yy)
-    kept = np.arange(1, n + 1)
-    # only cut where the next score is strictly lower (ties must go the same way)
-    cut = np.append(ss[1:] < ss[:-1], True)
-    f1 = np.where(cut, 2 * tp / (kept + positives), -1.0)
-    best = np.flatnonzero(f1 == f1.max())[-1]  # the last = the lowest threshold among equal F1s
-    return float(ss[best] if best == n - 1 else (ss[best] + ss[best + 1]) / 2)

@@ -11,13 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf.bundle import META_ARCH, META_CLASS_NAMES, META_PREPROCESS, ONNX_INPUT, ONNX_OUTPUT
+from imgclf.bundle import (
+    META_ARCH,
+    META_CLASS_NAMES,
+    META_MULTI_LABEL,
+    META_PREPROCESS,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    multi_label_record,
+)
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
 
 
 def export_onnx(trained: TrainedModel, opset: int = 17) -> bytes:
-    """fp32 ONNX with a dynamic batch axis; metadata holds what a server needs to use the file alone."""
+    """fp32 ONNX with a dynamic batch axis; metadata holds what a server needs to use the file alone
+    (class names, PreprocessSpec, and a multi-label model's thresholds; the INT8 file copies them)."""
     import onnx
     import torch
 
@@ -46,6 +55,8 @@ def _set_metadata(proto, trained: TrainedModel) -> None:
         META_CLASS_NAMES: json.dumps(trained.class_names),
         META_PREPROCESS: trained.preprocess.to_json(),
     }
+    if trained.thresholds is not None:  # a multi-label model: the service answers every label above its threshold
+        meta[META_MULTI_LABEL] = json.dumps(multi_label_record(trained.class_names, trained.thresholds))
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()

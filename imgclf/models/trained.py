@@ -1,5 +1,6 @@
 """A trained network as plain data: architecture, classes, PreprocessSpec, weights (and the channel
-layout of a pruned network), saved as a bundle folder of safetensors + JSON (see `imgclf.bundle`).
+layout of a pruned network, the label thresholds of a multi-label model), saved as a bundle folder of
+safetensors + JSON (see `imgclf.bundle`).
 
 Loading a bundle cannot execute code: no pickle anywhere. `build` turns the record back into a
 torch module through the model factory, so the architecture knowledge stays in `imgclf.models`.
@@ -15,7 +16,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from imgclf.bundle import SPEC_FILE, WEIGHTS_FILE, read_spec, write_spec
+from imgclf.bundle import (
+    SPEC_FILE,
+    SPEC_MULTI_LABEL,
+    WEIGHTS_FILE,
+    multi_label_record,
+    read_spec,
+    thresholds_from_record,
+    write_spec,
+)
 from imgclf.models.factory import create
 from imgclf.models.structure import apply_structure
 from imgclf.preprocess import PreprocessSpec
@@ -32,9 +41,12 @@ class TrainedModel:
     # module name -> attributes that differ from `arch` as built (channel counts of a pruned network);
     # with the weights' shapes this rebuilds the network without pickling it. Empty: `arch` as is.
     structure: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a multi-label model's per-label thresholds on sigmoid scores, in class order, tuned on val at the
+    # end of training (`imgclf.models.thresholds`); None for a single-label model
+    thresholds: list[float] | None = None
 
     def spec_dict(self) -> dict[str, Any]:
-        return {
+        spec = {
             "arch": self.arch,
             "class_names": list(self.class_names),
             "preprocess": self.preprocess.to_dict(),
@@ -42,6 +54,9 @@ class TrainedModel:
             "info": self.info,
             "structure": self.structure,
         }
+        if self.thresholds is not None:
+            spec[SPEC_MULTI_LABEL] = multi_label_record(self.class_names, self.thresholds)
+        return spec
 
     def build(self, drop_rate: float = 0.0) -> nn.Module:
         """A torch module in eval mode with these weights (no pretrained lookup: the weights are here)."""
@@ -76,4 +91,7 @@ class TrainedModel:
             history=spec.get("history", []),
             info=spec.get("info", {}),
             structure=spec.get("structure", {}),
+            thresholds=None
+            if SPEC_MULTI_LABEL not in spec
+            else thresholds_from_record(spec[SPEC_MULTI_LABEL], spec["class_names"], f"{directory / SPEC_FILE}"),
         )

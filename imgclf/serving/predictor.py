@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf.bundle import ONNX_INPUT, ONNX_OUTPUT, read_onnx_metadata, serving_model
+from imgclf.bundle import ONNX_INPUT, ONNX_OUTPUT, onnx_metadata, serving_model
 from imgclf.data.decode import SERVING_LIMITS, DecodeLimits, open_image
+from imgclf.serving.answers import answer
 from imgclf.serving.batching import available_cores
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -29,7 +30,8 @@ class Predictor:
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise FileNotFoundError(f"no ONNX model at {self.onnx_path}")
-        self.class_names, self.spec = read_onnx_metadata(self.onnx_path)
+        meta = onnx_metadata(self.onnx_path)
+        self.class_names, self.spec, self.thresholds = meta.class_names, meta.preprocess, meta.thresholds
         cores = threads or available_cores()
         # one session for a lone image on every core this process may use (not every core of the host:
         # a container's CPU limit or a taskset counts), one single-threaded for the lanes that run at once
@@ -67,18 +69,9 @@ class Predictor:
         return self.lane_session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images, dtype=np.float32)})[0]
 
     def answer(self, logits: np.ndarray, top_k: int = 3) -> dict:
-        """One image's logits -> {label, confidence, top_k, model_version}."""
-        logits = np.asarray(logits, dtype=np.float64)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
-        top = [{"label": self.class_names[i], "confidence": float(probs[i])} for i in order]
-        return {
-            "label": top[0]["label"],
-            "confidence": top[0]["confidence"],
-            "top_k": top,
-            "model_version": self.model_version,
-        }
+        """One image's logits -> {label, confidence, top_k, model_version} (multi-label models: also labels
+        and scores, see imgclf.serving.answers)."""
+        return {**answer(logits, self.class_names, top_k, self.thresholds), "model_version": self.model_version}
 
     def predict(self, data: bytes, top_k: int = 3) -> dict:
         """Raw upload bytes -> the answer, unbatched. Bad input raises ImageRejected."""

@@ -10,6 +10,7 @@ checkpoints (train.state) and the epoch hooks (train.hooks). Free of ZenML and M
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from imgclf.data.decoded import DecodedSplit, DecodedSplits
 from imgclf.data.manifest import DatasetManifest
 from imgclf.inference import predict_logits
 from imgclf.models.factory import create
+from imgclf.models.thresholds import sigmoid, tune_thresholds
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
 from imgclf.train import budget as budgets
@@ -55,9 +57,10 @@ def fit(
 ) -> TrainedModel:
     """Train on `data.train` and return the weights of the epoch with the best score on `data.val`.
 
-    Targets are class indices for single-label data or multi-hot rows for multi-label data (BCE
-    loss, scored by mAP). With `checkpoint_dir`, every epoch is checkpointed and a run started again
-    with the same config continues from the last complete epoch.
+    Targets are class indices for single-label data or multi-hot rows for multi-label data (BCE loss,
+    scored by mAP; the model then carries per-label thresholds tuned on `data.val`). With
+    `checkpoint_dir`, every epoch is checkpointed and a run started again with the same config
+    continues from the last complete epoch.
     `initial`: start from this bundle's network and weights (e.g. a pruned one, whose structure the
     result keeps) instead of building `config.arch`. `loss_fn` replaces the training loss (validation
     keeps plain cross-entropy / BCE).
@@ -87,7 +90,7 @@ def fit(
         trainer = EpochTrainer(state, batches, objective, config, dist)
         stopped_early = _run_epochs(trainer, data.val, hooks)
         weight_diff = distributed.max_weight_difference(model, dist)
-    return _trained_model(
+    trained = _trained_model(
         state,
         config,
         data,
@@ -99,6 +102,17 @@ def fit(
         world_size=dist.world_size,
         rank_weights_max_abs_diff=weight_diff,
     )
+    return with_label_thresholds(trained, data.val, dist.device)
+
+
+def with_label_thresholds(trained: TrainedModel, val: DecodedSplit, device: torch.device | str = "cpu") -> TrainedModel:
+    """`trained` with per-label thresholds tuned on `val` when the data is multi-label and has
+    validation rows (else unchanged). Tuned once, on the weights that ship, and stored with them, so
+    evaluation and the service decide with the same numbers instead of each tuning its own."""
+    if np.ndim(val.targets) != 2 or not len(val):
+        return trained
+    logits = predict_logits(trained.build().to(device), val.images, trained.preprocess)
+    return dataclasses.replace(trained, thresholds=tune_thresholds(val.targets, sigmoid(logits)).tolist())
 
 
 def _seed_everything(seed: int) -> None:
