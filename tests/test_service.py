@@ -243,3 +243,23 @@ def test_an_overloaded_model_is_a_503_with_retry_after(servable_bundle, test_ima
     assert first.status_code == 200 and same_answer(json.loads(first.body), answer)
     assert late.status_code == 503 and late.headers["Retry-After"] == "1"
     assert json.loads(late.body)["error"].startswith("the model is busy (queued longer than 10 ms)")
+
+
+def test_small_uploads_decode_on_the_loop_and_large_or_unreadable_ones_in_a_thread(server, test_images, tmp_path):
+    from imgclf.data.decode import declared_pixels
+    from imgclf.serving.service import INLINE_MAX_PIXELS, _cheap_to_decode
+
+    small = tmp_path / "small.png"
+    small.write_bytes(test_images[0][0])
+    assert declared_pixels(small.read_bytes()) <= INLINE_MAX_PIXELS and _cheap_to_decode([small])
+    big = tmp_path / "big.png"
+    Image.open(io.BytesIO(test_images[0][0])).resize((300, 300)).save(big)
+    assert declared_pixels(big.read_bytes()) == 90_000 and not _cheap_to_decode([small, big])
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"just some text")
+    assert declared_pixels(text.read_bytes()) is None and not _cheap_to_decode([text])
+    # both paths give the model's answer: the thread path for the enlarged digit
+    response = post_images(server.url, [big.read_bytes(), small.read_bytes()])
+    assert response.status_code == 200
+    big_answer, small_answer = response.json()
+    assert big_answer["label"] == small_answer["label"] == post_images(server.url, [small.read_bytes()]).json()["label"]

@@ -128,6 +128,19 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+def declared_pixels(data: bytes) -> int | None:
+    """Width x height from the header alone (no pixel decoded), or None when the header is unreadable."""
+    fmt = sniff_format(data[:16])
+    if fmt is None:
+        return None
+    _, module, opener = _FORMATS[fmt]
+    try:
+        width, height = getattr(importlib.import_module(f"PIL.{module}"), opener)(io.BytesIO(data)).size
+    except Exception:  # open_image says why, with the right reason
+        return None
+    return width * height
+
+
 def open_image(
     data: bytes | Path | str,
     *,
