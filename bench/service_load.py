@@ -13,7 +13,9 @@ generator is threads with keep-alive connections, each sending its share of `--r
 warm-up, in four turns that alternate between the two services; it runs on the same 2 cores as the
 servers, as a client beside the service would. Raw ORT (a
 default session: every core) is measured before and after the services and the higher figure is the
-ceiling, so a noisy moment cannot flatter the services. Reported: requests/s, p50 and p95 latency,
+ceiling, so a noisy moment cannot flatter the services; then the service's lanes alone in process (one
+single-threaded ORT run per core at once) by batch size, which is how IMGCLF_MAX_BATCH_SIZE's default
+was chosen. Reported: requests/s, p50 and p95 latency,
 requests/s as a share of that ceiling, and this service's p50 over the tutorial's at the same concurrency.
 
 This is a measurement, not a test: nothing is asserted.
@@ -64,6 +66,34 @@ def raw_ort(onnx: Path, size: int) -> tuple[float, float]:
     one, many = (rng.standard_normal((n, 3, size, size)).astype(np.float32) for n in (1, 32))
     report = measure_latency(onnx_runner(session), one, many, repeats=40, batch_repeats=10)
     return report.batch32_images_per_s, report.p50_ms
+
+
+def lane_throughput(onnx: Path, size: int, batch_sizes=(1, 4, 16, 32), seconds: float = 1.5) -> dict[int, float]:
+    """{batch size: images/s} of the service's lanes in process: one single-threaded ORT run per core at
+    once (Predictor.predict_lane), each lane repeating batches of that size for `seconds`."""
+    from imgclf.serving.predictor import Predictor
+
+    predictor = Predictor(onnx)
+    images = np.random.default_rng(0).standard_normal((max(batch_sizes), 3, size, size)).astype(np.float32)
+    found = {}
+    for batch_size in batch_sizes:
+        counts: list[float] = []
+
+        def lane(batch: np.ndarray = images[:batch_size], counts: list[float] = counts) -> None:
+            predictor.predict_lane(batch)
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                predictor.predict_lane(batch)
+                done += len(batch)
+            counts.append(done / (time.perf_counter() - start))
+
+        lanes = [threading.Thread(target=lane) for _ in range(predictor.lanes)]
+        for thread in lanes:
+            thread.start()
+        for thread in lanes:
+            thread.join()
+        found[batch_size] = sum(counts)
+    return found
 
 
 def multipart(image: bytes, name: str) -> tuple[bytes, str]:
@@ -172,6 +202,9 @@ def measure_size(size: int, scratch: Path, args: argparse.Namespace) -> list[lis
     after = raw_ort(bundle / "model.onnx", size)
     ceiling, b1_ms = max(before[0], after[0]), min(before[1], after[1])
     print(f"raw ORT: {before[0]:.1f} and {after[0]:.1f} images/s before and after the services", flush=True)
+    lanes = lane_throughput(bundle / "model.onnx", size)
+    print(f"{size} px, the service's lanes in process, images/s by batch size:", flush=True)
+    print(", ".join(f"batch {b}: {rate:.0f} ({rate / ceiling:.2f}x raw)" for b, rate in lanes.items()), flush=True)
     rows = [[f"{size} px", "raw ORT in process", "-", f"{ceiling:.1f} images/s (batch 32)", f"{b1_ms:.1f} (batch 1)"]]
     rows[0] += ["-", "100%", "-"]
     tutorial_p50 = {c: p50 for name, c, _, p50, _ in measured if name.startswith("tutorial")}

@@ -151,7 +151,7 @@ def test_a_cancelled_request_leaves_the_queue_without_running():
 
 
 def test_batch_settings_come_from_imgclf_variables_and_errors_name_them():
-    assert BatchConfig.from_env({}) == BatchConfig(max_batch_size=32, max_latency_ms=2000)
+    assert BatchConfig.from_env({}) == BatchConfig(max_batch_size=16, max_latency_ms=2000)
     config = BatchConfig.from_env({"IMGCLF_MAX_BATCH_SIZE": "8", "IMGCLF_MAX_LATENCY_MS": " 250 "})
     assert (config.max_batch_size, config.max_latency_ms) == (8, 250)
     with pytest.raises(ValueError, match=r"IMGCLF_MAX_BATCH_SIZE: .*greater than or equal to 1"):

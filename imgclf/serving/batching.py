@@ -39,12 +39,13 @@ CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
 class BatchConfig(BaseModel):
-    """Interactive defaults: up to 32 images a run (where CPU throughput of photo models levels off) and a
-    deadline far above one full batch, so only a real overload is refused."""
+    """Interactive defaults: up to 16 images a run (the lanes' images/s by batch size in
+    bench/service_load.py levels off before that) and a deadline far above a full batch, so only real
+    overload is refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_batch_size: int = Field(32, ge=1, le=1024, description="images in one ORT run; 1 turns batching off")
+    max_batch_size: int = Field(16, ge=1, le=1024, description="images in one ORT run; 1 turns batching off")
     max_latency_ms: int = Field(2000, ge=10, le=600_000, description="longest an image may queue")
 
     @classmethod
