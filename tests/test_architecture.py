@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"imgclf.models", "imgclf.stages"},
     {"imgclf.inference", "imgclf.registry"},
     {"imgclf.latency"},
-    {"imgclf.train", "imgclf.evaluate", "imgclf.export"},
+    {"imgclf.train", "imgclf.evaluate", "imgclf.export", "imgclf.drift"},
     {"imgclf.compress", "imgclf.promotion"},
     {"imgclf.serving"},
     {"imgclf.commands"},
