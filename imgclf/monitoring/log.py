@@ -101,10 +101,14 @@ class PredictionLog:
             return
         self._closed = True
         atexit.unregister(self.close)
-        self._queue.put(_STOP)
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.warning("prediction log: the writer did not drain its queue in %s s; closing without it", timeout)
         if self._thread is not None:
             self._thread.join(timeout)
-        self._store.close()
+        if self._thread is None or not self._thread.is_alive():
+            self._store.close()
 
     def __enter__(self) -> PredictionLog:
         return self

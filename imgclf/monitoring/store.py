@@ -128,9 +128,10 @@ class SqliteStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-        if create:
+        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (TABLE,)).fetchone()
+        if create and not exists:  # a new file: no write lock is taken when the table is already there
             self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new, empty file only
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA journal_mode = WAL")  # kept in the file
             columns = ", ".join(f"{name} {_sql_type(name)}" for name in COLUMNS)
             with self._transaction():
                 self._db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id INTEGER PRIMARY KEY, {columns})")
