@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,7 @@ def test_a_graceful_stop_loses_nothing(url):
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from dataclasses import replace
     sys.path.insert(0, {tests!r})
     from test_prediction_log import make_row
@@ -143,13 +144,16 @@ CHILD = textwrap.dedent(
 
     url, name, count, batch_rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     log = PredictionLog(url, batch_rows=batch_rows)
+    if len(sys.argv) > 5:  # wait for the parent's go (a file), so that two writers overlap
+        print("ready", flush=True)
+        while not os.path.exists(sys.argv[5]):
+            time.sleep(0.01)
     i = 0
     while count < 0 or i < count:
         log.append(replace(make_row(i), request_id=f"{{name}}-{{i}}"))
         print(i, time.time(), flush=True)
         i += 1
-        if count < 0:
-            time.sleep(0.005)
+        time.sleep(0.005)  # two writers started together overlap for seconds
     if name == "exit":
         sys.exit(0)  # no close(): the interpreter's exit must flush
     log.close()
@@ -157,13 +161,15 @@ CHILD = textwrap.dedent(
 )
 
 
-def child(tmp_path: Path, url: str, name: str, count: int, batch_rows: int = 8) -> subprocess.Popen:
-    """A process appending `count` rows (-1: until killed, one per 5 ms), printing "i time" after each."""
+def child(
+    tmp_path: Path, url: str, name: str, count: int, batch_rows: int = 8, go: Path | None = None
+) -> subprocess.Popen:
+    """A process appending `count` rows (-1: until killed), one per 5 ms, printing "i time" after each."""
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tests=str(ROOT / "tests")))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, str(script), url, name, str(count), str(batch_rows)],
+        [sys.executable, str(script), url, name, str(count), str(batch_rows), *([str(go)] if go else [])],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -203,12 +209,17 @@ def test_kill_9_loses_at_most_about_the_last_second(tmp_path, url):
 
 def test_two_processes_append_to_one_file(tmp_path, url):
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    writers = [child(tmp_path / name, url, name, 400) for name in ("a", "b")]
+    go = tmp_path / "go"
+    writers = [child(tmp_path / name, url, name, 400, go=go) for name in ("a", "b")]
+    assert [process.stdout.readline() for process in writers] == ["ready\n", "ready\n"]
+    go.touch()
     for process in writers:
         process.communicate(timeout=180)
         assert process.returncode == 0
-    ids = read_window(url)["request_id"].tolist()
+    ids = read_window(url)["request_id"].tolist()  # in time order
     assert len(ids) == 800 and set(ids) == {f"{name}-{i}" for name in "ab" for i in range(400)}
+    turns = sum(a[0] != b[0] for a, b in pairwise(ids))
+    assert turns > 10, "the two writers ran one after the other, not together"
 
 
 def test_retention_deletes_old_rows_and_caps_the_count(url):
