@@ -51,3 +51,8 @@ def tensorboard_dir(run_key: str) -> Path:
 def locks_dir() -> Path:
     """Lock files that serialise registry stage moves made from this machine."""
     return state_dir() / "locks"
+
+
+def monitoring_dir() -> Path:
+    """What the service observed: the prediction log (`predictions.db`)."""
+    return state_dir() / "monitoring"
