@@ -7,6 +7,7 @@ import io
 import json
 import re
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -58,11 +59,17 @@ def test_predictor_rejects_text_with_a_reason(servable_bundle):
 
 
 @pytest.fixture(scope="module")
-def server(servable_bundle):
+def prediction_log(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('log') / 'predictions.db'}"
+
+
+@pytest.fixture(scope="module")
+def server(servable_bundle, prediction_log):
     port = free_port()
-    running = deployment.start(
-        servable_bundle, "local-test", "42", deployment.DeployConfig(port=port, ready_timeout_s=90)
-    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("IMGCLF_PREDICTION_LOG", prediction_log)
+        config = deployment.DeployConfig(port=port, ready_timeout_s=90)
+        running = deployment.start(servable_bundle, "local-test", "42", config)
     yield running
     deployment.stop(running.pid)
 
@@ -263,3 +270,40 @@ def test_small_uploads_decode_on_the_loop_and_large_or_unreadable_ones_in_a_thre
     assert response.status_code == 200
     big_answer, small_answer = response.json()
     assert big_answer["label"] == small_answer["label"] == post_images(server.url, [small.read_bytes()]).json()["label"]
+
+
+def logged_rows(url: str, ready):
+    """The prediction log once `ready(rows)` holds (it commits within a second), or as it is after 15 s."""
+    from imgclf.monitoring.log import read_window
+
+    deadline = time.monotonic() + 15
+    while True:
+        rows = read_window(url)
+        if ready(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def test_every_answered_image_is_one_row_of_the_prediction_log(server, prediction_log, varied_images):
+    import hashlib
+
+    def fresh(data: bytes) -> bytes:
+        """The same pixels as bytes no other test sends, so this test's rows are told apart by sha256."""
+        out = io.BytesIO()
+        Image.open(io.BytesIO(data)).save(out, format="PNG", compress_level=1)
+        return out.getvalue()
+
+    images = [fresh(data) for data, _ in varied_images[:3]]
+    single = post_images(server.url, images[:1])
+    several = post_images(server.url, images)
+    refused = post_images(server.url, [images[1], b"just some text"])
+    assert (single.status_code, several.status_code, refused.status_code) == (200, 200, 400)
+    digests = [hashlib.sha256(d).hexdigest() for d in images[:1] + images]
+    rows = logged_rows(prediction_log, lambda r: r["sha256"].isin(digests).sum() >= 4)
+    rows = rows[rows["sha256"].isin(digests)]
+    assert len(rows) == 4, "one row per answered image; the refused request logs nothing"
+    assert rows["request_id"].nunique() == 2 and set(rows["source"]) == {"upload"}
+    assert list(rows["sha256"]) == digests
+    assert list(rows["label"]) == [single.json()["label"]] + [a["label"] for a in several.json()]
+    assert set(rows["model_version"]) == {"42"} and (rows["latency_ms"] > 0).all()
+    assert rows["brightness"].between(0, 1).all() and (rows["margin"] >= 0).all() and (rows["width"] > 0).all()

@@ -25,6 +25,12 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * logits))
 
 
+def probabilities(logits_row: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
+    """Softmax of a single-label model's logits; a multi-label model's (thresholds given) sigmoid scores."""
+    logits = np.asarray(logits_row, dtype=np.float64)
+    return _softmax(logits) if thresholds is None else _sigmoid(logits)
+
+
 def answer(
     logits_row: np.ndarray, class_names: Sequence[str], top_k: int, thresholds: Sequence[float] | None = None
 ) -> dict:
@@ -35,7 +41,7 @@ def answer(
         raise ValueError(f"expected {len(class_names)} logits (one per class), got shape {logits.shape}")
     if thresholds is not None and len(thresholds) != len(class_names):
         raise ValueError(f"expected {len(class_names)} thresholds (one per class), got {len(thresholds)}")
-    scores = _softmax(logits) if thresholds is None else _sigmoid(logits)
+    scores = probabilities(logits, thresholds)
     order = np.argsort(-scores, kind="stable")
     top = [{"label": class_names[i], "confidence": float(scores[i])} for i in order[: max(1, min(top_k, len(order)))]]
     single = {"label": top[0]["label"], "confidence": top[0]["confidence"], "top_k": top}

@@ -7,16 +7,26 @@ logits into the reply. Imports neither torch nor ZenML, so the service starts fa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from imgclf.bundle import ONNX_INPUT, ONNX_OUTPUT, onnx_metadata, serving_model
-from imgclf.data.decode import SERVING_LIMITS, DecodeLimits, open_image
+from imgclf.data.decode import SERVING_LIMITS, DecodeLimits, ImageInfo, open_image
 from imgclf.serving.answers import answer
 from imgclf.serving.batching import available_cores
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One upload decoded: `pixels` (H, W, 3) uint8 at the model's input size, before normalisation (what
+    the monitoring statistics are computed on), and `info` (format, mode, size as stored)."""
+
+    pixels: np.ndarray
+    info: ImageInfo
 
 
 class Predictor:
@@ -55,10 +65,15 @@ class Predictor:
         path = Path(path)
         return cls(path / serving_model(path) if path.is_dir() else path, model_version or "local", **options)
 
+    def decode(self, data: bytes) -> Decoded:
+        """Raw upload bytes -> the image at model size (uint8) and what its header declared. Bad input
+        raises ImageRejected."""
+        image, info = open_image(data, limits=self.limits, draft_size=self.spec.draft_size(), source="upload")
+        return Decoded(self.spec.resize(image), info)
+
     def prepare(self, data: bytes) -> np.ndarray:
         """Raw upload bytes -> one normalized (C, H, W) float32 image. Bad input raises ImageRejected."""
-        image, _ = open_image(data, limits=self.limits, draft_size=self.spec.draft_size(), source="upload")
-        return self.spec.normalize(self.spec.resize(image)[None])[0]
+        return self.spec.normalize(self.decode(data).pixels[None])[0]
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """(N, C, H, W) prepared images -> (N, classes) logits, one ORT run on every core."""

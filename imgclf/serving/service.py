@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import numpy as np
 from starlette.responses import JSONResponse
 
 from imgclf.data.decode import ImageRejected, declared_pixels
+from imgclf.monitoring.record import UPLOAD, source_of_url
 from imgclf.serving.batching import BatchConfig, MicroBatcher, ModelBusy
-from imgclf.serving.deployment import MODEL_DIR_ENV, MODEL_VERSION_ENV
+from imgclf.serving.deployment import MODEL_DIR_ENV, MODEL_STAGE_ENV, MODEL_VERSION_ENV
 from imgclf.serving.guard import RequestGuard
 from imgclf.serving.guard_config import decode_limits_from_env
 from imgclf.serving.metrics import (
@@ -32,6 +34,7 @@ from imgclf.serving.metrics import (
     record_rejection,
     record_url_fetch,
 )
+from imgclf.serving.observation import Observed, Recorder, observe
 from imgclf.serving.page import page_app
 from imgclf.serving.predictor import MAX_UPLOAD_BYTES, Predictor
 from imgclf.serving.url_input import UrlRejected, fetch_image_bytes, url_policy
@@ -68,27 +71,34 @@ class ImageClassifier:
         self.url_policy = url_policy()
         # as many decoding threads as lanes: more only fight the model's lanes for the same cores
         self._decoders = ThreadPoolExecutor(self.predictor.lanes, thread_name_prefix="imgclf-decode")
+        self.recorder = Recorder(self.predictor, os.environ.get(MODEL_STAGE_ENV))
         record_model(self.predictor.model_version)
+
+    @bentoml.on_shutdown
+    def _close_log(self) -> None:
+        self.recorder.close()  # a graceful stop loses no prediction log row
 
     @bentoml.api(route="/predict")
     async def predict(self, image: list[Path], top_k: int = 3) -> dict | list[dict]:
         """One `image` part gives one answer; several parts (up to the guard's part limit) a list of answers
         in the order of the parts. A request is answered whole or not at all: a part that is not a usable
         image is a 400 (413 if too large) naming it by position, and no image of the request is classified."""
+        started = time.perf_counter()
         if not image:  # the guard requires the field; this covers a direct call
             return _refused(UploadError(400, "no image: upload one as an `image` file part", "no_image"))
         try:
             if _cheap_to_decode(image):  # less work than the hop to a decoding thread and back
-                batch = self._prepare_uploads(image)
+                observed = self._prepare_uploads(image)
             else:
-                batch = await self._decoding(self._prepare_uploads, image)
+                observed = await self._decoding(self._prepare_uploads, image)
         except UploadError as exc:
             return _refused(exc)
-        return await self._classify(batch, top_k, single=len(image) == 1)
+        return await self._classify(observed, top_k, UPLOAD, started, single=len(image) == 1)
 
     @bentoml.api(route="/predict/url")
     async def predict_url(self, url: str, top_k: int = 3) -> dict:
         """The image at `url` (http/https, global addresses unless IMGCLF_URL_ALLOW_PRIVATE), as /predict."""
+        started = time.perf_counter()
         try:
             data = await anyio.to_thread.run_sync(fetch_image_bytes, url, self.url_policy)
         except UrlRejected as exc:
@@ -96,16 +106,16 @@ class ImageClassifier:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         record_url_fetch("ok")
         try:
-            batch = await self._decoding(self._prepare, data, "the URL's content")
+            observed = await self._decoding(self._prepare, data, "the URL's content")
         except UploadError as exc:
             return _refused(exc)
-        return await self._classify(batch[None], top_k, single=True)
+        return await self._classify([observed], top_k, source_of_url(url), started, single=True)
 
     async def _decoding(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._decoders, function, *args)
 
-    def _prepare_uploads(self, uploads: list[Path]) -> np.ndarray:
-        """Read, decode and prepare every upload (in a worker thread); the first bad one raises UploadError."""
+    def _prepare_uploads(self, uploads: list[Path]) -> list[Observed]:
+        """Read, decode and measure every upload (in a worker thread); the first bad one raises UploadError."""
         prepared = []
         for number, upload in enumerate(uploads, 1):
             which = "the upload" if len(uploads) == 1 else f"image {number} of {len(uploads)}"
@@ -113,19 +123,21 @@ class ImageClassifier:
             if size > MAX_UPLOAD_BYTES:
                 raise UploadError(413, f"{which} is {size} bytes; the limit is {MAX_UPLOAD_BYTES}", "body_too_large")
             prepared.append(self._prepare(upload.read_bytes(), which))
-        return np.stack(prepared)
+        return prepared
 
-    def _prepare(self, data: bytes, which: str) -> np.ndarray:
+    def _prepare(self, data: bytes, which: str) -> Observed:
         try:
-            return self.predictor.prepare(data)
+            return observe(self.predictor, data)
         except ImageRejected as exc:
             raise UploadError(400, f"{which} is not a usable image: {exc.reason}: {exc.detail}", exc.reason) from None
 
-    async def _classify(self, batch: np.ndarray, top_k: int, single: bool) -> JSONResponse:
-        """Prepared images -> one answer each, through the batcher. A response object, not a dict: BentoML
-        would derive the output's JSON schema again for every answer it serialises."""
+    async def _classify(
+        self, observed: list[Observed], top_k: int, source: str, started: float, single: bool
+    ) -> JSONResponse:
+        """Decoded images -> one answer each, through the batcher, each logged. A response object, not a
+        dict: BentoML would derive the output's JSON schema again for every answer it serialises."""
         try:
-            logits = await self.batcher.run(batch)
+            logits = await self.batcher.run(np.stack([item.input for item in observed]))
         except ModelBusy as exc:
             record_rejection("model_busy")
             busy = {"error": f"the model is busy ({exc}); try again shortly"}
@@ -133,6 +145,7 @@ class ImageClassifier:
         answers = [self.predictor.answer(row, top_k) for row in logits]
         for answer in answers:
             record_prediction(answer)
+        self.recorder.record(observed, logits, answers, source, started)
         return JSONResponse(answers[0] if single else answers)
 
 
