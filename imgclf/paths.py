@@ -51,3 +51,8 @@ def tensorboard_dir(run_key: str) -> Path:
 def locks_dir() -> Path:
     """Lock files that serialise registry stage moves made from this machine."""
     return state_dir() / "locks"
+
+
+def label_queue_dir() -> Path:
+    """The active-learning queue: uncertain images re-encoded without metadata, and their index."""
+    return state_dir() / "label-queue"
