@@ -234,6 +234,17 @@ def test_label_studio_export_is_imported(tmp_path):
     assert [i.sha256 for i in queue.items()] == [sha(1)]
 
 
+def test_label_studio_json_min_export_found_by_image_url(tmp_path):
+    queue = _filled_queue(tmp_path, 2)
+    queue.export_label_studio(tmp_path / "tasks.json", url_prefix="http://files.local/queue/")
+    urls = [task["data"]["image"] for task in json.loads((tmp_path / "tasks.json").read_text())]
+    rows = [{"image": urls[0], "id": 1, "label": "4", "annotator": 5}, {"image": urls[1], "id": 2}]
+    (tmp_path / "min.json").write_text(json.dumps(rows))  # JSON-MIN: no data.sha256, the choice by control name
+    report = queue.import_labels(tmp_path / "min.json", tmp_path / "data")
+    assert [p.parent.name for p in report.imported] == ["4"] and report.unlabelled == 1
+    assert [i.sha256 for i in queue.items()] == [sha(1)]
+
+
 def test_bad_labels_and_unknown_items_import_nothing(tmp_path):
     queue = _filled_queue(tmp_path, 2)
     data = tmp_path / "data"
