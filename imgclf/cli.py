@@ -1,6 +1,6 @@
 """The `imgclf` command: the pipeline's code outside ZenML (train, lr-find, export, prune, distill), serving,
-the default data set, and the registry (promote, rollback, stages, summary). This module builds the parser; the
-commands live in `imgclf.commands`."""
+the default data set, the registry (promote, rollback, stages, summary) and the active-learning queue. This
+module builds the parser; the commands live in `imgclf.commands`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pydantic import ValidationError
 
 from imgclf.bundle import BundleError
-from imgclf.commands import model, registry, serve, train
+from imgclf.commands import model, queue, registry, serve, train
 from imgclf.data.archive import ArchiveError
 from imgclf.data.cache import CacheBuildError
 from imgclf.data.ingest import DataSourceError
@@ -184,6 +184,7 @@ COMMANDS = (
     _add_distill,
     _add_export,
     _add_registry_commands,
+    queue.add_parser,
 )
 
 

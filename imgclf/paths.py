@@ -56,3 +56,8 @@ def locks_dir() -> Path:
 def monitoring_dir() -> Path:
     """What the service observed: the prediction log (`predictions.db`)."""
     return state_dir() / "monitoring"
+
+
+def label_queue_dir() -> Path:
+    """The active-learning queue: uncertain images re-encoded without metadata, and their index."""
+    return state_dir() / "label-queue"

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[set[str]] = [
     {"imgclf.paths", "imgclf.logs", "imgclf.render", "imgclf.provenance"},
     {"imgclf.preprocess"},
-    {"imgclf.bundle", "imgclf.data", "imgclf.monitoring"},
+    {"imgclf.bundle", "imgclf.data", "imgclf.monitoring", "imgclf.labelling"},
     {"imgclf.augment"},
     {"imgclf.models", "imgclf.stages"},
     {"imgclf.inference", "imgclf.registry"},

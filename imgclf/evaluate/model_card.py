@@ -170,6 +170,19 @@ def _mean_gap(report: EvaluationReport) -> float:
     return sum(g * n for g, n in pairs) / total if total else 0.0
 
 
+def _queue_line() -> str:
+    from imgclf.labelling.policy import QueuePolicy
+
+    policy = QueuePolicy()
+    return (
+        "- The active-learning queue keeps only the predictions it finds uncertain (lowest margin or highest "
+        "entropy, per-class quotas): the image re-encoded as a PNG without metadata (no EXIF, GPS or ICC), at "
+        f"most {policy.max_side} px a side, with its sha256, the prediction and the model version; by default "
+        f"for at most {policy.max_age_days:g} days ({policy.max_items} images, {policy.max_bytes // 2**20} MiB), "
+        'or until labelled and imported into the data (README, "Active-learning queue").'
+    )
+
+
 def model_card(
     trained: TrainedModel,
     manifest: DatasetManifest,
@@ -198,5 +211,7 @@ def model_card(
         "\n".join(f"- {line}" for line in failure_lines(report)),
         "## Limitations and caveats",
         _limitations(report, config),
+        "## What the service keeps of the images it scores",
+        _queue_line(),
     ]
     return "\n\n".join(sections) + "\n"
