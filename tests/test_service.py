@@ -307,3 +307,32 @@ def test_every_answered_image_is_one_row_of_the_prediction_log(server, predictio
     assert list(rows["label"]) == [single.json()["label"]] + [a["label"] for a in several.json()]
     assert set(rows["model_version"]) == {"42"} and (rows["latency_ms"] > 0).all()
     assert rows["brightness"].between(0, 1).all() and (rows["margin"] >= 0).all() and (rows["width"] > 0).all()
+
+
+def test_an_uncertain_answer_is_offered_to_the_label_queue_off_the_request(
+    servable_bundle, test_images, tmp_path, monkeypatch
+):
+    from imgclf.labelling.policy import QueuePolicy
+    from imgclf.labelling.queue import LabelQueue
+    from imgclf.serving.service import ImageClassifier
+
+    monkeypatch.setenv(deployment.MODEL_DIR_ENV, str(servable_bundle))
+    monkeypatch.setenv("IMGCLF_PREDICTION_LOG", "off")
+    monkeypatch.setenv("IMGCLF_LABEL_QUEUE", "off")
+    assert ImageClassifier().recorder.queue is None
+    monkeypatch.delenv("IMGCLF_LABEL_QUEUE")
+    service = ImageClassifier()
+    service.recorder.queue = LabelQueue(tmp_path / "queue", QueuePolicy(threshold=1.0))  # every answer is "uncertain"
+    uploads = []
+    for i, (data, _) in enumerate(test_images[:3]):
+        uploads.append(tmp_path / f"{i}.png")
+        uploads[-1].write_bytes(data)
+    answers = json.loads(asyncio.run(service.predict(image=uploads)).body)
+    service._decoders.shutdown(wait=True)  # the offers run on the decoding threads, after the answer
+    items = service.recorder.queue.items()
+    assert len(items) == 3 and {i.predicted for i in items} == {a["label"] for a in answers}
+    strict = ImageClassifier()
+    strict.recorder.queue = LabelQueue(tmp_path / "strict", QueuePolicy(threshold=0.0))  # nothing is uncertain enough
+    asyncio.run(strict.predict(image=uploads))
+    strict._decoders.shutdown(wait=True)
+    assert strict.recorder.queue.items() == []

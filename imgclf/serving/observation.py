@@ -1,21 +1,33 @@
 """What the service keeps of each answered image: the prediction log row (imgclf.monitoring), built from
-what the decoding thread measured and what the model answered. Appending never blocks a request."""
+what the decoding thread measured and what the model answered, and, for an uncertain single-label
+prediction, an offer to the active-learning queue (imgclf.labelling). Neither blocks a request: rows go
+to the log's background writer, offers to the decoding threads.
+
+IMGCLF_LABEL_QUEUE=off keeps nothing for labelling (the queue's limits: QueuePolicy's defaults)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import time
 import uuid
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 
-from imgclf.data.decode import ImageInfo
+from imgclf.data.decode import ImageInfo, open_image
+from imgclf.labelling.policy import uncertainty
+from imgclf.labelling.queue import LabelQueue
 from imgclf.monitoring.log import PredictionLog
 from imgclf.monitoring.record import PredictionRow
 from imgclf.monitoring.stats import ImageStatistics, image_statistics
 from imgclf.serving.answers import probabilities
 from imgclf.serving.predictor import Predictor
+
+LABEL_QUEUE_ENV = "IMGCLF_LABEL_QUEUE"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,7 @@ class Observed:
     statistics: ImageStatistics
     info: ImageInfo
     sha256: str
+    data: bytes  # the upload itself, held only while the request lasts: decoded again if it is queued
 
 
 def observe(predictor: Predictor, data: bytes) -> Observed:
@@ -36,42 +49,70 @@ def observe(predictor: Predictor, data: bytes) -> Observed:
         statistics=image_statistics(decoded.pixels),
         info=decoded.info,
         sha256=hashlib.sha256(data).hexdigest(),
+        data=data,
     )
 
 
 class Recorder:
-    """One per worker: turns each answered image into a prediction log row."""
+    """One per worker: each answered image becomes a prediction log row, and an uncertain one an offer to
+    the active-learning queue (run on `offload`, the decoding threads: it decodes, encodes and writes)."""
 
-    def __init__(self, predictor: Predictor, stage: str | None, log: PredictionLog | None = None) -> None:
-        self.predictor, self.stage = predictor, stage or None
+    def __init__(
+        self,
+        predictor: Predictor,
+        stage: str | None,
+        offload: Executor,
+        log: PredictionLog | None = None,
+        queue: LabelQueue | None = None,
+    ) -> None:
+        self.predictor, self.stage, self.offload = predictor, stage or None, offload
         self.log = log if log is not None else PredictionLog()
+        keep = os.environ.get(LABEL_QUEUE_ENV, "on").strip().lower() not in {"off", "0", "false", "no"}
+        single_label = predictor.thresholds is None  # the queue's signals need probabilities summing to 1
+        self.queue = queue if queue is not None else (LabelQueue() if keep and single_label else None)
 
     def record(
         self, observed: list[Observed], logits: np.ndarray, answers: list[dict], source: str, started: float
     ) -> None:
         """`started` is the request's time.perf_counter() at arrival; one request id for all its images."""
-        if not self.log.enabled:
-            return
         request_id = uuid.uuid4().hex
         latency_ms = 1e3 * (time.perf_counter() - started)
         for item, row, answer in zip(observed, logits, answers, strict=True):
-            self.log.append(
-                PredictionRow.from_answer(
-                    answer,
-                    probabilities(row, self.predictor.thresholds),
-                    statistics=item.statistics,
-                    request_id=request_id,
-                    model_version=self.predictor.model_version,
-                    model_stage=self.stage,
-                    source=source,
-                    sha256=item.sha256,
-                    width=item.info.width,
-                    height=item.info.height,
-                    format=item.info.format,
-                    mode=item.info.mode,
-                    latency_ms=latency_ms,
-                )
+            probs = probabilities(row, self.predictor.thresholds)
+            if self.queue is not None and self.queue.policy.accepts(uncertainty(probs)):
+                self.offload.submit(self._offer, item, probs)
+            if self.log.enabled:
+                self.log.append(self._row(item, answer, probs, request_id, source, latency_ms))
+
+    def _row(self, item: Observed, answer: dict, probs: np.ndarray, request_id: str, source: str, latency_ms: float):
+        return PredictionRow.from_answer(
+            answer,
+            probs,
+            statistics=item.statistics,
+            request_id=request_id,
+            model_version=self.predictor.model_version,
+            model_stage=self.stage,
+            source=source,
+            sha256=item.sha256,
+            width=item.info.width,
+            height=item.info.height,
+            format=item.info.format,
+            mode=item.info.mode,
+            latency_ms=latency_ms,
+        )
+
+    def _offer(self, item: Observed, probs: np.ndarray) -> None:
+        try:
+            image, _ = open_image(item.data, limits=self.predictor.limits, source="upload")
+            self.queue.offer(
+                image,
+                sha256=item.sha256,
+                probabilities=probs,
+                class_names=self.predictor.class_names,
+                model_version=self.predictor.model_version,
             )
+        except Exception:  # the answer is already sent; a queue failure is logged, never the client's problem
+            logger.exception("could not offer image %s to the label queue", item.sha256[:12])
 
     def close(self) -> None:
         self.log.close()

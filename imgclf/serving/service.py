@@ -71,7 +71,7 @@ class ImageClassifier:
         self.url_policy = url_policy()
         # as many decoding threads as lanes: more only fight the model's lanes for the same cores
         self._decoders = ThreadPoolExecutor(self.predictor.lanes, thread_name_prefix="imgclf-decode")
-        self.recorder = Recorder(self.predictor, os.environ.get(MODEL_STAGE_ENV))
+        self.recorder = Recorder(self.predictor, os.environ.get(MODEL_STAGE_ENV), offload=self._decoders)
         record_model(self.predictor.model_version)
 
     @bentoml.on_shutdown
