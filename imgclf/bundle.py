@@ -26,9 +26,11 @@ ONNX_INT8_FILE = "model.int8.onnx"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 EVALUATION_FILE = "evaluation.json"
 EXPORT_REPORT_FILE = "export_report.json"
+REFERENCE_PROFILE_FILE = "reference_profile.parquet"  # what drift is measured against (imgclf.drift.reference)
 
 # the ONNX file's contract: one input, one output, and what a server needs in its metadata
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
+ONNX_EMBEDDING = "embedding"  # a second output, when the model was exported with a projection
 META_ARCH, META_CLASS_NAMES, META_PREPROCESS = "imgclf.arch", "imgclf.class_names", "imgclf.preprocess"
 # multi-label models only: {"thresholds": {label: t}}, the same record as model.json's `multi_label`
 META_MULTI_LABEL, SPEC_MULTI_LABEL = "imgclf.multi_label", "multi_label"

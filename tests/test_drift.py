@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,3 +95,30 @@ def test_a_config_naming_an_unknown_signal_is_refused():
         DriftConfig(signals=("image_statistics", "vibes"))
     with pytest.raises(ValueError, match="extra"):
         DriftConfig(window=5)
+
+
+def test_the_reference_profile_is_what_the_service_would_log_for_the_held_out_images(
+    servable_bundle, small_model, tmp_path
+):
+    import shutil
+
+    from imgclf.drift.reference import read_reference_profile, write_reference_profile
+    from imgclf.serving.predictor import Predictor
+
+    _, manifest = small_model
+    test = manifest.subset("test").records
+    images = [Path(manifest.root) / p for p in test["path"]]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(servable_bundle, bundle)
+    assert read_reference_profile(bundle) is None
+    write_reference_profile(bundle, images)
+    profile = read_reference_profile(bundle)
+    assert len(profile) == len(images)
+    predictor = Predictor.from_path(bundle)
+    served = [predictor.predict(p.read_bytes()) for p in images[:5]]
+    assert list(profile["label"][:5]) == [a["label"] for a in served]
+    assert np.allclose(profile["confidence"][:5], [a["confidence"] for a in served], atol=1e-5)
+    accuracy = (profile["label"].astype(str) == test["label"].astype(str).to_numpy()).mean()
+    assert accuracy > 0.9 and profile["brightness"].between(0, 1).all() and (profile["margin"] >= 0).all()
+    decision, _ = detect_drift(profile, profile, DriftConfig(min_rows=20))
+    assert decision.enough_data and not decision.drifted, "a profile never drifts from itself"
