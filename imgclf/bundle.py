@@ -1,11 +1,12 @@
 """The model bundle on disk: the folder a registered version ships and the service loads.
 
 A bundle holds the weights (`model.safetensors`) and the spec (`model.json`: architecture, classes,
-PreprocessSpec, training record, pruned structure, a multi-label model's thresholds, which ONNX file
-to serve), the ONNX exports and, for a release, the evaluation metrics, the export report and the
-model card. Plain files only, never pickle. This module knows the file names and the JSON; it imports
-neither torch nor ZenML, so the service can read a bundle without them
-(`imgclf.models.trained.TrainedModel` loads the weights).
+PreprocessSpec, training record, pruned structure, a multi-label model's thresholds, the embedding
+projection's record, which ONNX file to serve), the embedding projection (`projection.safetensors`),
+the ONNX exports and, for a release, the evaluation metrics, the export report and the model card.
+Plain files only, never pickle. This module knows the file names and the JSON; it imports neither
+torch nor ZenML, so the service can read a bundle without them (`imgclf.models.trained.TrainedModel`
+loads the weights).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 from imgclf.preprocess import PreprocessSpec
 
 WEIGHTS_FILE = "model.safetensors"
+PROJECTION_FILE = "projection.safetensors"  # the embedding's PCA (mean, components), when the model has one
 SPEC_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
@@ -27,11 +29,15 @@ MODEL_CARD_FILE = "MODEL_CARD.md"
 EVALUATION_FILE = "evaluation.json"
 EXPORT_REPORT_FILE = "export_report.json"
 
-# the ONNX file's contract: one input, one output, and what a server needs in its metadata
+# the ONNX file's contract: one input, the logits output, and what a server needs in its metadata; a
+# model trained with an embedding projection has a second output (float32 (N, D)) after the logits
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
+ONNX_EMBEDDING = "embedding"
 META_ARCH, META_CLASS_NAMES, META_PREPROCESS = "imgclf.arch", "imgclf.class_names", "imgclf.preprocess"
 # multi-label models only: {"thresholds": {label: t}}, the same record as model.json's `multi_label`
 META_MULTI_LABEL, SPEC_MULTI_LABEL = "imgclf.multi_label", "multi_label"
+# models with an embedding output only: model.json's `embedding` record (dim, how it was fitted)
+META_EMBEDDING, SPEC_EMBEDDING = "imgclf.embedding", "embedding"
 
 
 class SavesBundle(Protocol):
