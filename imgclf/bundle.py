@@ -157,6 +157,7 @@ class OnnxMetadata:
     class_names: list[str]
     preprocess: PreprocessSpec
     thresholds: list[float] | None = None  # in class order; multi-label models only
+    embedding_dim: int | None = None  # D of the `embedding` output; None: the file has logits only
 
 
 def onnx_metadata(model: bytes | str | Path) -> OnnxMetadata:
@@ -179,7 +180,28 @@ def onnx_metadata(model: bytes | str | Path) -> OnnxMetadata:
         except ValueError as exc:
             raise BundleError(f"{where} is not JSON: {exc}") from None
         thresholds = thresholds_from_record(record, class_names, where)
-    return OnnxMetadata(class_names, PreprocessSpec.from_dict(json.loads(meta[META_PREPROCESS])), thresholds)
+    embedding_dim = None
+    if META_EMBEDDING in meta:
+        session_outputs = [output.name for output in session.get_outputs()]
+        embedding_dim = _embedding_dim(meta[META_EMBEDDING], session_outputs)
+    spec = PreprocessSpec.from_dict(json.loads(meta[META_PREPROCESS]))
+    return OnnxMetadata(class_names, spec, thresholds, embedding_dim)
+
+
+def _embedding_dim(record_json: str, outputs: list[str]) -> int:
+    """D from the `imgclf.embedding` metadata; BundleError when it is malformed or the file has no
+    `embedding` output to go with it."""
+    where = f"the ONNX model's {META_EMBEDDING} metadata"
+    try:
+        record = json.loads(record_json)
+    except ValueError as exc:
+        raise BundleError(f"{where} is not JSON: {exc}") from None
+    dim = record.get("dim") if isinstance(record, dict) else None
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise BundleError(f"{where} has no positive integer `dim`: {record_json:.200}")
+    if ONNX_EMBEDDING not in outputs:
+        raise BundleError(f"{where} describes an embedding, but the model's outputs are {outputs}")
+    return dim
 
 
 def read_onnx_metadata(model: bytes | str | Path) -> tuple[list[str], PreprocessSpec]:

@@ -24,6 +24,7 @@ from imgclf.bundle import (
     PROJECTION_FILE,
     SPEC_EMBEDDING,
     BundleError,
+    onnx_metadata,
     read_spec,
     write_spec,
 )
@@ -131,6 +132,7 @@ def test_onnx_has_logits_then_embedding_matching_torch(splits):
     assert _session_outputs(fp32) == [(ONNX_OUTPUT, ["batch", 10]), (ONNX_EMBEDDING, ["batch", DEFAULT_DIM])]
     meta = {p.key: p.value for p in onnx.load_from_string(fp32).metadata_props}
     assert json.loads(meta["imgclf.embedding"])["dim"] == DEFAULT_DIM
+    assert onnx_metadata(fp32).embedding_dim == DEFAULT_DIM
     logits, embedding = onnx_outputs(fp32, images, trained.preprocess, [ONNX_OUTPUT, ONNX_EMBEDDING])
     assert embedding.shape == (len(images), DEFAULT_DIM) and embedding.dtype == np.float32
     torch_logits, pooled = predict_logits_and_features(trained.build(), images, trained.preprocess)
@@ -141,12 +143,24 @@ def test_onnx_has_logits_then_embedding_matching_torch(splits):
     np.testing.assert_array_equal(torch_logits, predict_logits(trained.build(), images, trained.preprocess))
 
 
+def test_embedding_metadata_without_the_output_is_refused(splits):
+    trained, _, _ = splits
+    proto = onnx.load_from_string(export_onnx(dataclasses.replace(trained, projection=None)))
+    proto.metadata_props.add(key="imgclf.embedding", value=json.dumps(trained.projection.record()))
+    with pytest.raises(BundleError, match="describes an embedding, but the model's outputs are"):
+        onnx_metadata(proto.SerializeToString())
+    proto.metadata_props[-1].value = json.dumps({"dim": "32"})
+    with pytest.raises(BundleError, match="no positive integer `dim`"):
+        onnx_metadata(proto.SerializeToString())
+
+
 def test_int8_keeps_the_embedding_output_with_an_fp32_projection(splits):
     trained, train_images, images = splits
     spec = trained.preprocess
     fp32 = export_onnx(trained)
     int8 = quantize_int8(fp32, train_images[:128], spec)
     assert [name for name, _ in _session_outputs(int8)] == [ONNX_OUTPUT, ONNX_EMBEDDING]
+    assert onnx_metadata(int8).embedding_dim == DEFAULT_DIM  # the INT8 file copies the metadata
     graph = onnx.load_from_string(int8).graph
     producer = {out: node for node in graph.node for out in node.output}
     assert producer[ONNX_EMBEDDING].op_type == "MatMul"  # not re-quantised to 256 levels
@@ -168,6 +182,7 @@ def test_a_bundle_without_projection_exports_logits_only_and_serves(splits, tmp_
     assert TrainedModel.load(bundle).projection is None
     fp32 = export_onnx(TrainedModel.load(bundle))
     assert _session_outputs(fp32) == [(ONNX_OUTPUT, ["batch", 10])] and not has_embedding(fp32)
+    assert onnx_metadata(fp32).embedding_dim is None
     (bundle / ONNX_FILE).write_bytes(fp32)
     png = io.BytesIO()
     Image.fromarray(images[0]).save(png, format="PNG")
