@@ -1,11 +1,12 @@
 """The model bundle on disk: the folder a registered version ships and the service loads.
 
 A bundle holds the weights (`model.safetensors`) and the spec (`model.json`: architecture, classes,
-PreprocessSpec, training record, pruned structure, a multi-label model's thresholds, which ONNX file
-to serve), the ONNX exports and, for a release, the evaluation metrics, the export report and the
-model card. Plain files only, never pickle. This module knows the file names and the JSON; it imports
-neither torch nor ZenML, so the service can read a bundle without them
-(`imgclf.models.trained.TrainedModel` loads the weights).
+PreprocessSpec, training record, pruned structure, a multi-label model's thresholds, the embedding
+projection's record, which ONNX file to serve), the embedding projection (`projection.safetensors`),
+the ONNX exports and, for a release, the evaluation metrics, the export report and the model card.
+Plain files only, never pickle. This module knows the file names and the JSON; it imports neither
+torch nor ZenML, so the service can read a bundle without them (`imgclf.models.trained.TrainedModel`
+loads the weights).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 from imgclf.preprocess import PreprocessSpec
 
 WEIGHTS_FILE = "model.safetensors"
+PROJECTION_FILE = "projection.safetensors"  # the embedding's PCA (mean, components), when the model has one
 SPEC_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
@@ -28,12 +30,15 @@ EVALUATION_FILE = "evaluation.json"
 EXPORT_REPORT_FILE = "export_report.json"
 REFERENCE_PROFILE_FILE = "reference_profile.parquet"  # what drift is measured against (imgclf.drift.reference)
 
-# the ONNX file's contract: one input, one output, and what a server needs in its metadata
+# the ONNX file's contract: one input, the logits output, and what a server needs in its metadata; a
+# model trained with an embedding projection has a second output (float32 (N, D)) after the logits
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
-ONNX_EMBEDDING = "embedding"  # a second output, when the model was exported with a projection
+ONNX_EMBEDDING = "embedding"
 META_ARCH, META_CLASS_NAMES, META_PREPROCESS = "imgclf.arch", "imgclf.class_names", "imgclf.preprocess"
 # multi-label models only: {"thresholds": {label: t}}, the same record as model.json's `multi_label`
 META_MULTI_LABEL, SPEC_MULTI_LABEL = "imgclf.multi_label", "multi_label"
+# models with an embedding output only: model.json's `embedding` record (dim, how it was fitted)
+META_EMBEDDING, SPEC_EMBEDDING = "imgclf.embedding", "embedding"
 
 
 class SavesBundle(Protocol):
@@ -153,6 +158,7 @@ class OnnxMetadata:
     class_names: list[str]
     preprocess: PreprocessSpec
     thresholds: list[float] | None = None  # in class order; multi-label models only
+    embedding_dim: int | None = None  # D of the `embedding` output; None: the file has logits only
 
 
 def onnx_metadata(model: bytes | str | Path) -> OnnxMetadata:
@@ -175,7 +181,28 @@ def onnx_metadata(model: bytes | str | Path) -> OnnxMetadata:
         except ValueError as exc:
             raise BundleError(f"{where} is not JSON: {exc}") from None
         thresholds = thresholds_from_record(record, class_names, where)
-    return OnnxMetadata(class_names, PreprocessSpec.from_dict(json.loads(meta[META_PREPROCESS])), thresholds)
+    embedding_dim = None
+    if META_EMBEDDING in meta:
+        session_outputs = [output.name for output in session.get_outputs()]
+        embedding_dim = _embedding_dim(meta[META_EMBEDDING], session_outputs)
+    spec = PreprocessSpec.from_dict(json.loads(meta[META_PREPROCESS]))
+    return OnnxMetadata(class_names, spec, thresholds, embedding_dim)
+
+
+def _embedding_dim(record_json: str, outputs: list[str]) -> int:
+    """D from the `imgclf.embedding` metadata; BundleError when it is malformed or the file has no
+    `embedding` output to go with it."""
+    where = f"the ONNX model's {META_EMBEDDING} metadata"
+    try:
+        record = json.loads(record_json)
+    except ValueError as exc:
+        raise BundleError(f"{where} is not JSON: {exc}") from None
+    dim = record.get("dim") if isinstance(record, dict) else None
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise BundleError(f"{where} has no positive integer `dim`: {record_json:.200}")
+    if ONNX_EMBEDDING not in outputs:
+        raise BundleError(f"{where} describes an embedding, but the model's outputs are {outputs}")
+    return dim
 
 
 def read_onnx_metadata(model: bytes | str | Path) -> tuple[list[str], PreprocessSpec]:

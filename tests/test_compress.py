@@ -20,6 +20,7 @@ from imgclf.compress.figures import accuracy, compression_data, count_macs, coun
 from imgclf.compress.prune import PruneConfig, prune_and_finetune, prune_model
 from imgclf.data.ingest import ingest_folder
 from imgclf.data.split import SplitConfig, stratified_split
+from imgclf.inference import predict_logits_and_features
 from imgclf.models.factory import create
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
@@ -118,6 +119,15 @@ def test_prune_and_finetune_on_digits(teacher, split):
     assert pruned.structure and pruned.info["pruned"][0]["amount"] == 0.3 and len(pruned.history) == 2
     assert count_params(pruned.build()) == report.after.params
     assert "pruned 30%, fine-tuned 2 ep" in report.table()
+    assert pruned.projection is not None and pruned.projection.features < teacher.projection.features
+
+
+def test_pruning_without_finetuning_fits_a_projection_on_the_pruned_features(teacher, split):
+    pruned, _ = prune_and_finetune(teacher, split, PruneConfig(amount=0.3, epochs=0, **FAST))
+    images = compression_data(split, teacher).train.images[:8]
+    _, pooled = predict_logits_and_features(pruned.build(), images, pruned.preprocess)
+    assert pruned.projection is not None and pruned.projection.features == pooled.shape[1] < 512
+    assert pruned.projection.apply(pooled).shape == (8, pruned.projection.dim)
 
 
 def test_batchnorm_recalibration_rescues_the_pruned_network(teacher, split):

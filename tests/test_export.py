@@ -262,6 +262,7 @@ def test_held_out_split_reports_parity_and_int8_agreement(data):
     report = exported.report
     assert report.eval_images == half and report.test_images == len(images) - half
     assert report.test_onnx_max_abs_logit_diff < 1e-3 and report.test_onnx_top1_agreement == 1.0
+    assert report.onnx_max_abs_embedding_diff < 1e-3 and report.test_onnx_max_abs_embedding_diff < 1e-3
     int8_top1 = onnx_logits(exported.onnx_int8, images[half:], trained.preprocess).argmax(1)
     assert report.test_int8_top1_agreement == pytest.approx((int8_top1 == reference[half:].argmax(1)).mean())
     assert report.test_int8_accuracy == pytest.approx((int8_top1 == labels[half:]).mean())

@@ -37,7 +37,11 @@ def test_training_learns_and_keeps_best_epoch(small_model, test_split):
 def test_bundle_round_trip_is_exact(small_model, tmp_path, test_split):
     trained, _ = small_model
     trained.save(tmp_path / "bundle")
-    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["model.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == [
+        "model.json",
+        "model.safetensors",
+        "projection.safetensors",
+    ]
     loaded = TrainedModel.load(tmp_path / "bundle")
     assert loaded.class_names == trained.class_names and loaded.preprocess == trained.preprocess
     images, _ = test_split

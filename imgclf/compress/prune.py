@@ -41,7 +41,7 @@ from imgclf.models.structure import structure_of
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
 from imgclf.train.config import TrainConfig
-from imgclf.train.loop import fit
+from imgclf.train.loop import fit, with_projection
 
 
 class PruneConfig(BaseModel):
@@ -259,12 +259,13 @@ def prune_and_finetune(
     spec = trained.preprocess
     pruned = prune_model(trained, config, calibration_images=data.train.images)
     accuracy_pruned = accuracy(pruned.build(), data.test.images, data.test.targets, spec)
-    result = pruned
     if config.epochs:
         result = fit(data, _finetune_config(trained, config), policy, initial=pruned)
         # keep what earlier compressions (a distillation) reported: the shipped model's history
         result.info.update({k: v for k, v in trained.info.items() if k.endswith("_report")})
         result.info["pruned"] = pruned.info["pruned"]
+    else:  # its pooled features are not the original's: a projection of its own (`fit` fits one too)
+        result = with_projection(pruned, data.train.images)
     before, after = measure_models(
         [(trained.build(), spec), (result.build(), spec)],
         data.test.images,

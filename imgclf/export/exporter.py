@@ -11,15 +11,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from imgclf.bundle import ONNX_FILE, ONNX_INT8_FILE
+from imgclf.bundle import ONNX_EMBEDDING, ONNX_FILE, ONNX_INT8_FILE, ONNX_OUTPUT
 from imgclf.data.decoded import DecodedSplits
 from imgclf.export.int8_report import Int8SearchReport
 from imgclf.export.int8_search import Int8Search, Measure, decisions, matches, search_int8
-from imgclf.export.onnx import Parity, export_onnx, onnx_logits, parity
+from imgclf.export.onnx import Parity, export_onnx, onnx_logits, onnx_outputs, parity
 from imgclf.export.quantize import DEFAULT_CANDIDATES, Int8Recipe
-from imgclf.inference import predict_logits
+from imgclf.inference import predict_logits, predict_logits_and_features
 from imgclf.models.trained import TrainedModel
-from imgclf.preprocess import PreprocessSpec
 
 
 class ExportConfig(BaseModel):
@@ -40,6 +39,9 @@ class ExportConfig(BaseModel):
     rounds: int = Field(3, ge=1, description="interleaved timing rounds; speedups are medians over them")
     max_abs_logit_diff: float = Field(
         1e-3, gt=0, description="an fp32 export (ONNX, TorchScript, OpenVINO) further than this from torch fails"
+    )
+    max_abs_embedding_diff: float = Field(
+        1e-3, gt=0, description="an fp32 ONNX whose embedding output is further than this from torch's fails"
     )
 
 
@@ -70,11 +72,18 @@ class ExportMismatch(RuntimeError):
 
 
 def check_parity(name: str, result: Parity, config: ExportConfig, images: int) -> None:
-    """Fail (ExportMismatch) when the fp32 export `name` is further from torch than the config allows."""
+    """Fail (ExportMismatch) when the fp32 export `name` is further from torch than the config allows,
+    on the logits or (when it has one) on the embedding output."""
     if result.max_abs_logit_diff > config.max_abs_logit_diff or result.top1_agreement < 1.0:
         raise ExportMismatch(
             f"{name} disagrees with torch on {images} eval images: max |logit diff| {result.max_abs_logit_diff:.2e} "
             f"(limit {config.max_abs_logit_diff:.0e}), top-1 agreement {result.top1_agreement:.4f} (needs 1.0)"
+        )
+    embedding = result.max_abs_embedding_diff
+    if embedding is not None and not embedding <= config.max_abs_embedding_diff:
+        raise ExportMismatch(
+            f"{name}'s embedding output disagrees with torch on {images} eval images: max |diff| {embedding:.2e} "
+            f"(limit {config.max_abs_embedding_diff:.0e})"
         )
 
 
@@ -95,6 +104,8 @@ class ExportReport:
     serve: Literal["int8", "fp32"]
     int8_recipe: str | None  # None: fp32 is served
     int8_summary: str
+    # the fp32 ONNX's `embedding` output against torch's pooled features projected (models with one)
+    onnx_max_abs_embedding_diff: float | None = _only_when_known()
     # the chosen recipe, on the eval split
     int8_accuracy: float | None = _only_when_known()
     int8_accuracy_drop: float | None = _only_when_known()
@@ -105,6 +116,7 @@ class ExportReport:
     test_torch_accuracy: float | None = _only_when_known()
     test_onnx_max_abs_logit_diff: float | None = _only_when_known()
     test_onnx_top1_agreement: float | None = _only_when_known()
+    test_onnx_max_abs_embedding_diff: float | None = _only_when_known()
     test_int8_top1_agreement: float | None = _only_when_known()  # with torch
     test_int8_accuracy: float | None = _only_when_known()
     test_int8_accuracy_drop: float | None = _only_when_known()  # vs torch
@@ -173,7 +185,7 @@ def export_checked(
     fp32 = export_onnx(trained)
     network = trained.build()
     _, onnx_parity, torch_accuracy = _checked_fp32(
-        network, fp32, eval_images, np.asarray(eval_labels), spec, config, ONNX_FILE
+        trained, network, fp32, eval_images, np.asarray(eval_labels), config, ONNX_FILE
     )
     search = search_int8(
         fp32,
@@ -193,6 +205,7 @@ def export_checked(
         torch_accuracy=torch_accuracy,
         onnx_max_abs_logit_diff=onnx_parity.max_abs_logit_diff,
         onnx_top1_agreement=onnx_parity.top1_agreement,
+        onnx_max_abs_embedding_diff=onnx_parity.max_abs_embedding_diff,
         serve=search.serve,
         int8_recipe=search.chosen,
         int8_summary=search.summary(),
@@ -203,25 +216,38 @@ def export_checked(
         report.int8_accuracy, report.int8_accuracy_drop = chosen.accuracy, chosen.accuracy_drop
         report.int8_top1_agreement, report.int8_speedup = chosen.agreement, chosen.speedup
     if test_images is not None and test_labels is not None:
-        _held_out(report, network, spec, fp32, search, test_images, np.asarray(test_labels), config)
+        _held_out(report, trained, network, fp32, search, test_images, np.asarray(test_labels), config)
     return ExportedModel(onnx=fp32, onnx_int8=search.chosen_model, report=report), search
 
 
 def _checked_fp32(
-    network, fp32: bytes, images: np.ndarray, labels: np.ndarray, spec: PreprocessSpec, config: ExportConfig, name: str
+    trained: TrainedModel,
+    network,
+    fp32: bytes,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: ExportConfig,
+    name: str,
 ) -> tuple[np.ndarray, Parity, float]:
-    """Torch logits on `images`, the fp32 ONNX's parity with them (fails past the limits, naming
-    `name`) and torch's accuracy on `labels`."""
-    reference = predict_logits(network, images, spec)
-    fp32_parity = parity(reference, onnx_logits(fp32, images, spec))
+    """Torch logits on `images`, the fp32 ONNX's parity with them and, for a model with a projection,
+    of its embedding output with torch's pooled features projected (fails past the limits, naming
+    `name`), and torch's accuracy on `labels`."""
+    spec, projection = trained.preprocess, trained.projection
+    if projection is None:
+        reference = predict_logits(network, images, spec)
+        fp32_parity = parity(reference, onnx_logits(fp32, images, spec))
+    else:
+        reference, pooled = predict_logits_and_features(network, images, spec)
+        logits, embedding = onnx_outputs(fp32, images, spec, [ONNX_OUTPUT, ONNX_EMBEDDING])
+        fp32_parity = parity(reference, logits, projection.apply(pooled), embedding)
     check_parity(name, fp32_parity, config, len(images))
     return reference, fp32_parity, float(matches(decisions(reference, labels), labels).mean())
 
 
 def _held_out(
     report: ExportReport,
+    trained: TrainedModel,
     network,
-    spec: PreprocessSpec,
     fp32: bytes,
     search: Int8Search,
     images: np.ndarray,
@@ -230,12 +256,14 @@ def _held_out(
 ) -> None:
     """Fill in the `test_*` figures: fp32 ONNX parity with torch (checked) and the chosen INT8's top-1
     agreement and accuracy drop, on images the recipe choice never saw."""
+    spec = trained.preprocess
     reference, fp32_parity, torch_accuracy = _checked_fp32(
-        network, fp32, images, labels, spec, config, f"{ONNX_FILE} (test split)"
+        trained, network, fp32, images, labels, config, f"{ONNX_FILE} (test split)"
     )
     report.test_images, report.test_torch_accuracy = len(images), torch_accuracy
     report.test_onnx_max_abs_logit_diff = fp32_parity.max_abs_logit_diff
     report.test_onnx_top1_agreement = fp32_parity.top1_agreement
+    report.test_onnx_max_abs_embedding_diff = fp32_parity.max_abs_embedding_diff
     if search.chosen_model is not None:
         int8 = decisions(onnx_logits(search.chosen_model, images, spec), labels)
         report.test_int8_top1_agreement = float(matches(int8, decisions(reference, labels)).mean())

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from imgclf.bundle import ONNX_OUTPUT
 from imgclf.preprocess import PreprocessSpec
 
 OPENVINO_XML, OPENVINO_BIN = "model.xml", "model.bin"
@@ -107,5 +108,8 @@ def openvino_runner(compiled: Any, spec: PreprocessSpec) -> Callable[[np.ndarray
 
 
 def openvino_logits(compiled: Any, images: np.ndarray, spec: PreprocessSpec, batch_size: int = 64) -> np.ndarray:
-    run = openvino_runner(compiled, spec)
-    return np.concatenate([np.array(run(images[i : i + batch_size])[0]) for i in range(0, len(images), batch_size)])
+    """The `logits` output by name (a model with an embedding has a second output)."""
+    run, logits = openvino_runner(compiled, spec), compiled.output(ONNX_OUTPUT)
+    return np.concatenate(
+        [np.array(run(images[i : i + batch_size])[logits]) for i in range(0, len(images), batch_size)]
+    )

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from imgclf.bundle import ONNX_INPUT
+from imgclf.bundle import ONNX_EMBEDDING, ONNX_INPUT
 from imgclf.preprocess import PreprocessSpec
 
 # Only the compute ops by default: quantising the shape arithmetic of timm's TF-"SAME" padding
@@ -113,6 +113,20 @@ def _check_fp32_nodes(pre: Path, recipe: Int8Recipe) -> None:
         )
 
 
+def _embedding_nodes(pre: Path) -> list[str]:
+    """The projection's nodes (the Sub and MatMul that make the `embedding` output), left in fp32:
+    quantising them would round the embedding to 256 levels on top of the backbone's own error."""
+    import onnx
+
+    graph = onnx.load(str(pre)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    names, tensor = [], ONNX_EMBEDDING
+    while tensor in producer and producer[tensor].op_type in ("MatMul", "Sub") and len(names) < 2:
+        names.append(producer[tensor].name)
+        tensor = producer[tensor].input[0]
+    return names
+
+
 def calibration_batch_size(image_size: int) -> int:
     """Images per calibration batch: as many pixels as 32 images at 112 px, at any image size. ORT
     keeps a batch's activations (every one of them for the histogram calibrators), so a batch of 32
@@ -160,6 +174,7 @@ def quantize_prepared(
     pre: Path, fp32: bytes, calibration_images: np.ndarray, spec: PreprocessSpec, recipe: Int8Recipe
 ) -> bytes:
     """`quantize_int8` on a model already `prepared`: the search quantises one prepared model many times.
+    The embedding projection, when the model has one, stays fp32 (`_embedding_nodes`).
     Calibration is streamed: ORT's strided calibration (`CalibStridedMinMax`, which every calibrator
     honours) collects and folds one batch at a time, so memory is bounded by the batch, not by the
     number of calibration images."""
@@ -181,7 +196,7 @@ def quantize_prepared(
             per_channel=recipe.per_channel,
             calibrate_method=CalibrationMethod[recipe.calibration],
             op_types_to_quantize=list(recipe.op_types) if recipe.op_types is not None else None,
-            nodes_to_exclude=list(recipe.fp32_nodes) or None,
+            nodes_to_exclude=[*recipe.fp32_nodes, *_embedding_nodes(pre)] or None,
             extra_options={"CalibStridedMinMax": 1},
         )
     return _with_metadata(dst, fp32, recipe)

@@ -1,6 +1,6 @@
 """A trained network as plain data: architecture, classes, PreprocessSpec, weights (and the channel
-layout of a pruned network, the label thresholds of a multi-label model), saved as a bundle folder of
-safetensors + JSON (see `imgclf.bundle`).
+layout of a pruned network, the label thresholds of a multi-label model, the embedding projection),
+saved as a bundle folder of safetensors + JSON (see `imgclf.bundle`).
 
 Loading a bundle cannot execute code: no pickle anywhere. `build` turns the record back into a
 torch module through the model factory, so the architecture knowledge stays in `imgclf.models`.
@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from imgclf.bundle import (
+    SPEC_EMBEDDING,
     SPEC_FILE,
     SPEC_MULTI_LABEL,
     WEIGHTS_FILE,
@@ -26,6 +27,7 @@ from imgclf.bundle import (
     write_spec,
 )
 from imgclf.models.factory import create
+from imgclf.models.projection import Projection, load_projection, save_projection
 from imgclf.models.structure import apply_structure
 from imgclf.preprocess import PreprocessSpec
 
@@ -44,6 +46,9 @@ class TrainedModel:
     # a multi-label model's per-label thresholds on sigmoid scores, in class order, tuned on val at the
     # end of training (`imgclf.models.thresholds`); None for a single-label model
     thresholds: list[float] | None = None
+    # PCA of the pooled features, fitted on train images at the end of training
+    # (`imgclf.models.projection`): the ONNX export's second output; None: logits only (older bundles)
+    projection: Projection | None = None
 
     def spec_dict(self) -> dict[str, Any]:
         spec = {
@@ -56,6 +61,8 @@ class TrainedModel:
         }
         if self.thresholds is not None:
             spec[SPEC_MULTI_LABEL] = multi_label_record(self.class_names, self.thresholds)
+        if self.projection is not None:
+            spec[SPEC_EMBEDDING] = self.projection.record()
         return spec
 
     def build(self, drop_rate: float = 0.0) -> nn.Module:
@@ -74,6 +81,8 @@ class TrainedModel:
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}
         save_file(tensors, str(directory / WEIGHTS_FILE))
+        if self.projection is not None:
+            save_projection(self.projection, directory)
         write_spec(directory, self.spec_dict())
         return directory
 
@@ -94,4 +103,5 @@ class TrainedModel:
             thresholds=None
             if SPEC_MULTI_LABEL not in spec
             else thresholds_from_record(spec[SPEC_MULTI_LABEL], spec["class_names"], f"{directory / SPEC_FILE}"),
+            projection=load_projection(directory, spec[SPEC_EMBEDDING]) if SPEC_EMBEDDING in spec else None,
         )

@@ -26,8 +26,9 @@ from imgclf import paths
 from imgclf.augment.policy import AugmentPolicy
 from imgclf.data.decoded import DecodedSplit, DecodedSplits
 from imgclf.data.manifest import DatasetManifest
-from imgclf.inference import predict_logits
+from imgclf.inference import predict_logits, predict_logits_and_features
 from imgclf.models.factory import create
+from imgclf.models.projection import DEFAULT_DIM, fit_projection, sample_indices
 from imgclf.models.thresholds import sigmoid, tune_thresholds
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
@@ -57,13 +58,14 @@ def fit(
 ) -> TrainedModel:
     """Train on `data.train` and return the weights of the epoch with the best score on `data.val`.
 
-    Targets are class indices for single-label data or multi-hot rows for multi-label data (BCE loss,
-    scored by mAP; the model then carries per-label thresholds tuned on `data.val`). With
-    `checkpoint_dir`, every epoch is checkpointed and a run started again with the same config
-    continues from the last complete epoch.
-    `initial`: start from this bundle's network and weights (e.g. a pruned one, whose structure the
-    result keeps) instead of building `config.arch`. `loss_fn` replaces the training loss (validation
-    keeps plain cross-entropy / BCE).
+        Targets are class indices for single-label data or multi-hot rows for multi-label data (BCE loss,
+        scored by mAP; the model then carries per-label thresholds tuned on `data.val`). The model carries
+    the embedding projection fitted on `data.train` (`with_projection`). With
+        `checkpoint_dir`, every epoch is checkpointed and a run started again with the same config
+        continues from the last complete epoch.
+        `initial`: start from this bundle's network and weights (e.g. a pruned one, whose structure the
+        result keeps) instead of building `config.arch`. `loss_fn` replaces the training loss (validation
+        keeps plain cross-entropy / BCE).
     """
     dist = distributed.setup()
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
@@ -102,7 +104,8 @@ def fit(
         world_size=dist.world_size,
         rank_weights_max_abs_diff=weight_diff,
     )
-    return with_label_thresholds(trained, data.val, dist.device)
+    trained = with_label_thresholds(trained, data.val, dist.device)
+    return with_projection(trained, data.train.images, dist.device)
 
 
 def with_label_thresholds(trained: TrainedModel, val: DecodedSplit, device: torch.device | str = "cpu") -> TrainedModel:
@@ -113,6 +116,20 @@ def with_label_thresholds(trained: TrainedModel, val: DecodedSplit, device: torc
         return trained
     logits = predict_logits(trained.build().to(device), val.images, trained.preprocess)
     return dataclasses.replace(trained, thresholds=tune_thresholds(val.targets, sigmoid(logits)).tolist())
+
+
+def with_projection(
+    trained: TrainedModel, images: np.ndarray, device: torch.device | str = "cpu", dim: int = DEFAULT_DIM
+) -> TrainedModel:
+    """`trained` with the embedding projection (PCA to `dim`) of its pooled features on `images`
+    (training images; a seeded sample of at most `MAX_IMAGES`). Fitted once, on the weights that
+    ship, so the exported embedding and the reference profile share one coordinate system. Fewer than
+    two images: unchanged (the export then has logits only)."""
+    if len(images) < 2:
+        return trained
+    sample = np.asarray(images[sample_indices(len(images))])
+    _, pooled = predict_logits_and_features(trained.build().to(device), sample, trained.preprocess)
+    return dataclasses.replace(trained, projection=fit_projection(pooled, dim))
 
 
 def _seed_everything(seed: int) -> None:
