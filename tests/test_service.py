@@ -284,7 +284,7 @@ def logged_rows(url: str, ready):
         time.sleep(0.2)
 
 
-def test_every_answered_image_is_one_row_of_the_prediction_log(server, prediction_log, varied_images):
+def test_every_answered_image_is_one_row_of_the_prediction_log(server, prediction_log, varied_images, servable_bundle):
     import hashlib
 
     def fresh(data: bytes) -> bytes:
@@ -307,6 +307,8 @@ def test_every_answered_image_is_one_row_of_the_prediction_log(server, predictio
     assert list(rows["label"]) == [single.json()["label"]] + [a["label"] for a in several.json()]
     assert set(rows["model_version"]) == {"42"} and (rows["latency_ms"] > 0).all()
     assert rows["brightness"].between(0, 1).all() and (rows["margin"] >= 0).all() and (rows["width"] > 0).all()
+    dim = Predictor.from_path(servable_bundle).embedding_dim
+    assert dim and all(len(e) == dim for e in rows["embedding"]), "the model's embedding, logged for drift"
 
 
 def test_an_uncertain_answer_is_offered_to_the_label_queue_off_the_request(

@@ -72,19 +72,27 @@ class Recorder:
         self.queue = queue if queue is not None else (LabelQueue() if keep and single_label else None)
 
     def record(
-        self, observed: list[Observed], logits: np.ndarray, answers: list[dict], source: str, started: float
+        self,
+        observed: list[Observed],
+        logits: np.ndarray,
+        embeddings: np.ndarray | None,
+        answers: list[dict],
+        source: str,
+        started: float,
     ) -> None:
         """`started` is the request's time.perf_counter() at arrival; one request id for all its images."""
         request_id = uuid.uuid4().hex
         latency_ms = 1e3 * (time.perf_counter() - started)
-        for item, row, answer in zip(observed, logits, answers, strict=True):
+        for i, (item, row, answer) in enumerate(zip(observed, logits, answers, strict=True)):
             probs = probabilities(row, self.predictor.thresholds)
             if self.queue is not None and self.queue.policy.accepts(uncertainty(probs)):
                 self.offload.submit(self._offer, item, probs)
             if self.log.enabled:
-                self.log.append(self._row(item, answer, probs, request_id, source, latency_ms))
+                embedding = None if embeddings is None else embeddings[i]
+                self.log.append(self._row(item, answer, probs, embedding, (request_id, source, latency_ms)))
 
-    def _row(self, item: Observed, answer: dict, probs: np.ndarray, request_id: str, source: str, latency_ms: float):
+    def _row(self, item: Observed, answer: dict, probs: np.ndarray, embedding, request: tuple) -> PredictionRow:
+        request_id, source, latency_ms = request
         return PredictionRow.from_answer(
             answer,
             probs,
@@ -99,6 +107,7 @@ class Recorder:
             format=item.info.format,
             mode=item.info.mode,
             latency_ms=latency_ms,
+            embedding=embedding,
         )
 
     def _offer(self, item: Observed, probs: np.ndarray) -> None:

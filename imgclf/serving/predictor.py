@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf.bundle import ONNX_INPUT, ONNX_OUTPUT, onnx_metadata, serving_model
+from imgclf.bundle import ONNX_EMBEDDING, ONNX_INPUT, ONNX_OUTPUT, onnx_metadata, serving_model
 from imgclf.data.decode import SERVING_LIMITS, DecodeLimits, ImageInfo, open_image
 from imgclf.serving.answers import answer
 from imgclf.serving.batching import available_cores
@@ -42,6 +42,8 @@ class Predictor:
             raise FileNotFoundError(f"no ONNX model at {self.onnx_path}")
         meta = onnx_metadata(self.onnx_path)
         self.class_names, self.spec, self.thresholds = meta.class_names, meta.preprocess, meta.thresholds
+        self.embedding_dim = meta.embedding_dim  # None: the model has no embedding output
+        self.outputs = [ONNX_OUTPUT] + ([ONNX_EMBEDDING] if self.embedding_dim else [])
         cores = threads or available_cores()
         # one session for a lone image on every core this process may use (not every core of the host:
         # a container's CPU limit or a taskset counts), one single-threaded for the lanes that run at once
@@ -75,13 +77,31 @@ class Predictor:
         """Raw upload bytes -> one normalized (C, H, W) float32 image. Bad input raises ImageRejected."""
         return self.spec.normalize(self.decode(data).pixels[None])[0]
 
+    def run_alone(self, images: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) prepared images -> (N, classes [+ D]): the logits, then the embedding when the model
+        has one, as one array so the batcher need not know. One ORT run on every core."""
+        return self._run(self.session, images)
+
+    def run_lane(self, images: np.ndarray) -> np.ndarray:
+        """As run_alone on one core, so `lanes` of these run side by side (thread-safe: ORT sessions are)."""
+        return self._run(self.lane_session, images)
+
+    def _run(self, session, images: np.ndarray) -> np.ndarray:
+        out = session.run(self.outputs, {ONNX_INPUT: np.ascontiguousarray(images, dtype=np.float32)})
+        return out[0] if len(out) == 1 else np.concatenate(out, axis=-1)
+
+    def split(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """run_alone's or run_lane's array -> (logits, embeddings or None)."""
+        classes = len(self.class_names)
+        return outputs[..., :classes], (outputs[..., classes:] if self.embedding_dim else None)
+
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """(N, C, H, W) prepared images -> (N, classes) logits, one ORT run on every core."""
-        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images, dtype=np.float32)})[0]
+        return self.split(self.run_alone(images))[0]
 
     def predict_lane(self, images: np.ndarray) -> np.ndarray:
-        """As predict_batch on one core, so `lanes` of these run side by side (thread-safe: ORT sessions are)."""
-        return self.lane_session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images, dtype=np.float32)})[0]
+        """As predict_batch on one core."""
+        return self.split(self.run_lane(images))[0]
 
     def answer(self, logits: np.ndarray, top_k: int = 3) -> dict:
         """One image's logits -> {label, confidence, top_k, model_version} (multi-label models: also labels

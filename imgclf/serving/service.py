@@ -62,8 +62,8 @@ class ImageClassifier:
             model, os.environ.get(MODEL_VERSION_ENV) or None, limits=decode_limits_from_env()
         )
         self.batcher = MicroBatcher(
-            self.predictor.predict_batch,
-            self.predictor.predict_lane,
+            self.predictor.run_alone,
+            self.predictor.run_lane,
             self.predictor.lanes,
             BatchConfig.from_env(),
             on_batch=record_batch,
@@ -137,15 +137,16 @@ class ImageClassifier:
         """Decoded images -> one answer each, through the batcher, each logged. A response object, not a
         dict: BentoML would derive the output's JSON schema again for every answer it serialises."""
         try:
-            logits = await self.batcher.run(np.stack([item.input for item in observed]))
+            outputs = await self.batcher.run(np.stack([item.input for item in observed]))
         except ModelBusy as exc:
             record_rejection("model_busy")
             busy = {"error": f"the model is busy ({exc}); try again shortly"}
             return JSONResponse(busy, status_code=503, headers={"Retry-After": "1"})
+        logits, embeddings = self.predictor.split(outputs)
         answers = [self.predictor.answer(row, top_k) for row in logits]
         for answer in answers:
             record_prediction(answer)
-        self.recorder.record(observed, logits, answers, source, started)
+        self.recorder.record(observed, logits, embeddings, answers, source, started)
         return JSONResponse(answers[0] if single else answers)
 
 
