@@ -13,6 +13,7 @@ from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
+from imgclf.drift.detect import DriftDecision
 from imgclf.evaluate.gate import GateResult
 from imgclf.evaluate.metrics import EvaluationReport
 from imgclf.promotion.record import PromotionRecord
@@ -23,7 +24,7 @@ _FILE = "report.json"
 
 
 class ReportMaterializer(BaseMaterializer):
-    ASSOCIATED_TYPES = (EvaluationReport, GateResult, RegisteredVersion, Deployment)
+    ASSOCIATED_TYPES = (EvaluationReport, GateResult, RegisteredVersion, Deployment, DriftDecision)
     ASSOCIATED_ARTIFACT_TYPE = ArtifactType.DATA_ANALYSIS
 
     def save(self, data: Any) -> None:

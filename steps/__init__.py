@@ -6,6 +6,7 @@ from steps.augment import augment
 from steps.deploy import deploy
 from steps.evaluate import evaluate
 from steps.ingest import ingest
+from steps.monitor import judge_drift, watch_traffic
 from steps.promote import promote
 from steps.promote_production import promote_production
 from steps.quantize import quantize
@@ -21,6 +22,7 @@ __all__ = [
     "deploy",
     "evaluate",
     "ingest",
+    "judge_drift",
     "promote",
     "promote_production",
     "quantize",
@@ -28,4 +30,5 @@ __all__ = [
     "split",
     "train",
     "validate",
+    "watch_traffic",
 ]

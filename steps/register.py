@@ -9,6 +9,7 @@ from zenml.types import MarkdownString
 from imgclf import provenance
 from imgclf.bundle import write_release
 from imgclf.data.manifest import DatasetManifest
+from imgclf.drift.reference import write_reference_profile
 from imgclf.evaluate.gate import GateResult
 from imgclf.evaluate.metrics import EvaluationReport
 from imgclf.export.exporter import ExportedModel
@@ -43,6 +44,8 @@ def register(
             export_report=exported.report.to_dict(),
             model_card=str(model_card),
         )
+        test = manifest.subset("test").records  # drift is measured against the model on these images
+        write_reference_profile(bundle, [Path(manifest.root) / p for p in test["path"]])
         tags = {
             ZENML_VERSION_TAG: str(zenml_model.version),
             **{k: f"{v:.4f}" for k, v in metrics.items()},
