@@ -11,11 +11,12 @@ CONFIG ?= configs/training.yaml
 # so a `zenml stack set` elsewhere cannot break a run
 USE_STACK = if [ -n "$${ZENML_STACK:-}" ]; then $(BIN)/zenml stack set "$$ZENML_STACK"; else $(BIN)/python infra/local_stack.py; fi
 PORT ?= 3000
+MONITOR_CONFIG ?= configs/monitoring.yaml
 # pip on this machine warns once per package about missing local index folders; keep the real errors
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup run train summary stages promote-production rollback-production rollback-staging test test-fast lint format serve data clean-state
+.PHONY: setup run train summary stages monitor promote-production rollback-production rollback-staging test test-fast lint format serve data clean-state
 .DEFAULT_GOAL := run
 
 setup: $(VENV)/.installed .zen .state/.stack-ready
@@ -58,6 +59,12 @@ promote-production: setup
 	@test -n "$(VERSION)" || { echo "usage: make promote-production VERSION=N  (the version that holds staging: imgclf stages)"; exit 2; }
 	$(USE_STACK)
 	$(BIN)/python -m pipelines.promotion --version "$(VERSION)" -c configs/promote_production.yaml
+
+# The loop on the stack (the team's when ZENML_STACK names one): the production version's traffic against
+# its reference profile; on drift, the training pipeline (the new version takes staging only by the rules).
+monitor: setup
+	$(USE_STACK)
+	$(BIN)/python -m pipelines.monitoring -c $(MONITOR_CONFIG) --retrain-config $(CONFIG) $(MONITOR_ARGS)
 
 rollback-production: setup
 	$(BIN)/imgclf rollback production

@@ -122,3 +122,24 @@ def test_the_reference_profile_is_what_the_service_would_log_for_the_held_out_im
     assert accuracy > 0.9 and profile["brightness"].between(0, 1).all() and (profile["margin"] >= 0).all()
     decision, _ = detect_drift(profile, profile, DriftConfig(min_rows=20))
     assert decision.enough_data and not decision.drifted, "a profile never drifts from itself"
+
+
+@pytest.mark.parametrize("name", ["monitoring.yaml", "monitoring_schedule.yaml"])
+def test_the_shipped_monitoring_configs_are_valid(name):
+    import yaml
+
+    from conftest import ROOT
+    from imgclf.drift.monitor import MonitoringConfig
+
+    config = yaml.safe_load((ROOT / "configs" / name).read_text())
+    watched = MonitoringConfig(**config["steps"]["watch_traffic"]["parameters"]["config"])
+    judged = MonitoringConfig(**config["steps"]["judge_drift"]["parameters"]["config"])
+    assert watched == judged and watched.drift.alpha == 0.01
+
+
+def test_a_window_is_chosen_by_rows_or_by_hours_not_both():
+    from imgclf.drift.monitor import MonitoringConfig
+
+    assert MonitoringConfig(last=None, hours=24).hours == 24
+    with pytest.raises(ValueError, match="`last` \\(rows\\) or by `hours`"):
+        MonitoringConfig(last=100, hours=24)

@@ -133,3 +133,15 @@ def test_held_out_traffic_is_no_drift_and_inverted_traffic_is_drift_then_retrain
         from imgclf.serving.deployment import stop
 
         stop(new_deployment.pid)
+
+
+def test_a_schedule_on_the_local_orchestrator_is_refused_with_the_alternatives():
+    import runpy
+
+    from pipelines.monitoring import main
+
+    runpy.run_path(str(ROOT / "infra" / "local_stack.py"))["ensure_local_stack"]()
+    with pytest.raises(SystemExit) as refused:
+        main(["-c", str(ROOT / "configs" / "monitoring_schedule.yaml")])
+    message = str(refused.value)
+    assert "local orchestrator cannot run schedules" in message and "Kubernetes" in message and "cron" in message

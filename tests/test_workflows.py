@@ -158,3 +158,14 @@ def test_actionlint_finds_a_broken_workflow(tmp_path):
     )
     done = subprocess.run([str(actionlint()), str(broken)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "nothere" in done.stdout, done.stdout + done.stderr
+
+
+def test_retrain_runs_hourly_and_by_hand_shares_stagings_lock_and_never_moves_production():
+    retrain = load("retrain.yml")
+    on = retrain["on"]
+    assert on["schedule"][0]["cron"].split()[1:] == ["*", "*", "*", "*"] and "workflow_dispatch" in on
+    assert retrain["concurrency"] == {"group": "train-staging", "cancel-in-progress": False}
+    (job,) = retrain["jobs"].values()
+    text = "".join(scripts(job))
+    assert "make monitor" in text and "promote-production" not in text and "rollback" not in text
+    assert "environment" not in job, "no approval gate needed: nothing here touches production"
