@@ -174,6 +174,7 @@ def test_model_card_holds_the_real_numbers(small_model, evaluation, two_site_man
     assert "`resnet10t`" in card and "| epochs | 3 |" in card
     assert "Quality gate passed" in card
     assert "## What the service keeps" in card and "without metadata" in card and "at most 30 days" in card
+    assert "prediction log keeps one row per answered image" in card and "never the image, its EXIF" in card
     for line in evaluation.report.notes:
         assert line in card
     t, p, count = max(

@@ -179,7 +179,11 @@ def _queue_line() -> str:
         "entropy, per-class quotas): the image re-encoded as a PNG without metadata (no EXIF, GPS or ICC), at "
         f"most {policy.max_side} px a side, with its sha256, the prediction and the model version; by default "
         f"for at most {policy.max_age_days:g} days ({policy.max_items} images, {policy.max_bytes // 2**20} MiB), "
-        'or until labelled and imported into the data (README, "Active-learning queue").'
+        'or until labelled and imported into the data (README, "Active-learning queue").\n'
+        "- The prediction log keeps one row per answered image: its sha256, size, format, six image statistics, "
+        "the answer's label, confidence, margin, entropy and top-k, the latency, the model's embedding, and the "
+        "URL's host for a fetched image; never the image, its EXIF or the URL's path and query; by default for "
+        '30 days (IMGCLF_PREDICTION_LOG_DAYS; README, "Monitoring and retraining").'
     )
 
 
