@@ -89,10 +89,18 @@ class Recorder:
                 self.offload.submit(self._offer, item, probs)
             if self.log.enabled:
                 embedding = None if embeddings is None else embeddings[i]
-                self.log.append(self._row(item, answer, probs, embedding, (request_id, source, latency_ms)))
+                self.log.append(self._row(item, answer, probs, embedding, request_id, source, latency_ms))
 
-    def _row(self, item: Observed, answer: dict, probs: np.ndarray, embedding, request: tuple) -> PredictionRow:
-        request_id, source, latency_ms = request
+    def _row(
+        self,
+        item: Observed,
+        answer: dict,
+        probs: np.ndarray,
+        embedding,
+        request_id: str,
+        source: str,
+        latency_ms: float,
+    ) -> PredictionRow:
         return PredictionRow.from_answer(
             answer,
             probs,
