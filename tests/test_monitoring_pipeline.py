@@ -16,10 +16,13 @@ from PIL import Image
 from conftest import ROOT, SESSION_MLFLOW_URI, fast_pipeline_run
 
 pytestmark = pytest.mark.integration
+MODEL = "imgclf-monitoring-test"  # its own registered model: the session's registry is shared with other tests
 
 
 def lean(config: dict) -> None:
-    """The fast training config without distillation and pruning (not what this test is about)."""
+    """The fast training config under this test's model name, without distillation and pruning (not what
+    this test is about)."""
+    config["model"]["name"] = MODEL
     config["steps"]["train"]["parameters"].pop("distill_into", None)
     config["steps"]["train"]["parameters"].pop("prune", None)
 
@@ -59,7 +62,7 @@ def inverted(path: Path) -> bytes:
 
 def monitoring_config(tmp_path: Path, log: str, rows: int) -> str:
     config = {
-        "model_name": "image-classifier",
+        "model_name": MODEL,
         "stage": "staging",
         "log_url": log,
         "last": rows,
@@ -113,7 +116,7 @@ def test_held_out_traffic_is_no_drift_and_inverted_traffic_is_drift_then_retrain
     assert brightness < 1e-6
 
     client = mlflow.MlflowClient(tracking_uri=SESSION_MLFLOW_URI)
-    before = {v.version for v in client.search_model_versions("name='image-classifier'")}
+    before = {v.version for v in client.search_model_versions(f"name='{MODEL}'")}
     training = yaml.safe_load((ROOT / "configs" / "training_fast.yaml").read_text())
     lean(training)
     training["parameters"]["data_source"] = str(data)
@@ -121,12 +124,12 @@ def test_held_out_traffic_is_no_drift_and_inverted_traffic_is_drift_then_retrain
     (tmp_path / "training.yaml").write_text(yaml.safe_dump(training))
     assert main(["-c", config, "--retrain-config", str(tmp_path / "training.yaml")]) == 0
     retrained = Client().get_pipeline("training_pipeline").last_run
-    new = {v.version for v in client.search_model_versions("name='image-classifier'")} - before
+    new = {v.version for v in client.search_model_versions(f"name='{MODEL}'")} - before
     assert len(new) == 1, "drift started one training run, which registered one version"
     record = retrained.steps["promote"].outputs["promotion_record"][0].load()
-    staging = client.get_model_version_by_alias("image-classifier", "staging").version
+    staging = client.get_model_version_by_alias(MODEL, "staging").version
     assert (staging in new) == record.moved, record.summary()
-    production = [v for v in client.search_model_versions("name='image-classifier'") if "production" in v.aliases]
+    production = [v for v in client.search_model_versions(f"name='{MODEL}'") if "production" in v.aliases]
     assert not any(v.version in new for v in production), "retraining never reaches production"
     new_deployment = retrained.steps["deploy"].outputs["deployment"][0].load()
     if new_deployment.pid and new_deployment.pid != deployment.pid:
