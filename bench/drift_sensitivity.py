@@ -1,7 +1,7 @@
 """Drift detection on offline data: how often an in-distribution window raises a false alarm, and how
 often a shifted one is caught, per signal, against the shift's severity and the window size.
 
-    python bench/drift_sensitivity.py                                    # about 25 minutes on 2 cores
+    python bench/drift_sensitivity.py                                    # about 16 minutes on 2 cores
     python bench/drift_sensitivity.py --windows 20 --shift-windows 5 --sizes 50   # a quick look
 
 Data: scikit-learn's 1,797 digits as PNGs, split by `stratified_split` (seed 42) into train (35%),
@@ -19,15 +19,17 @@ share of unshifted windows called drifted, the detection rate the share of shift
 costs 2-3 s on the 2 shared cores (Evidently's report and the domain classifier; the bench prints
 it), so the defaults are small: 60 in-distribution windows per W (standard error of a rate near 5%:
 2.8 points; near 1%: 1.3) and 6 shifted windows per (shift, severity, W) (a rate is then 0, 17, 33 ...
-100%: it tells "never", "sometimes" and "always" apart, no finer), about 25 minutes in all.
-`--windows 200 --shift-windows 30` (1.5 points near 5%; 9 points at 50%) takes about 1.5 hours.
+100%: it tells "never", "sometimes" and "always" apart, no finer), about 16 minutes in all.
+`--windows 200 --shift-windows 30` (1.5 points near 5%; 9 points at 50%) takes about an hour.
 The windows of one setting overlap (W out of about 600 traffic rows), so they are not independent
 draws of the whole distribution: the rates hold for this reference and this traffic set.
 
 Shifts (applied to the traffic images at model input size, before the service would see them):
 darker (pixels times a factor), brighter (blended towards white), Gaussian blur (radius, px),
 Gaussian noise (sigma, of 255), rotation (degrees), and class mix (no pixel changes: a share of the
-window drawn from digit 0, whose share is 10% in the traffic). This is a measurement: nothing is
+window drawn from digit 0, whose share is 10% in the traffic; the traffic holds only about 60 zeros
+and a window draws without replacement, so a window cannot hold more of them: at W=100 the 0.6 row
+is really about 0.6, at W=200 every row above 0.3 is about 0.3). This is a measurement: nothing is
 asserted.
 """
 
