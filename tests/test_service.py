@@ -86,6 +86,14 @@ def test_service_predicts_a_real_digit(server, test_images):
     assert correct >= 4
 
 
+def test_top_k_is_read_from_the_form_and_a_bad_one_is_a_400(server, test_images):
+    files = {"image": ("digit.png", test_images[0][0], "image/png")}
+    answer = requests.post(f"{server.url}/predict", files=files, data={"top_k": "5"}, timeout=30)
+    assert answer.status_code == 200 and len(answer.json()["top_k"]) == 5
+    refused = requests.post(f"{server.url}/predict", files=files, data={"top_k": "five"}, timeout=30)
+    assert refused.status_code == 400 and refused.json() == {"error": "top_k must be a whole number"}
+
+
 def test_service_answers_400_for_text_and_broken_images(server, test_images):
     response = requests.post(
         f"{server.url}/predict", files={"image": ("notes.txt", b"just some text", "text/plain")}, timeout=30
@@ -252,24 +260,22 @@ def test_an_overloaded_model_is_a_503_with_retry_after(servable_bundle, test_ima
     assert json.loads(late.body)["error"].startswith("the model is busy (queued longer than 10 ms)")
 
 
-def test_small_uploads_decode_on_the_loop_and_large_or_unreadable_ones_in_a_thread(server, test_images, tmp_path):
+def test_small_uploads_decode_on_the_loop_and_large_or_unreadable_ones_in_a_thread(server, test_images):
     from imgclf.data.decode import declared_pixels
     from imgclf.serving.service import INLINE_MAX_PIXELS, _cheap_to_decode
 
-    small = tmp_path / "small.png"
-    small.write_bytes(test_images[0][0])
-    assert declared_pixels(small.read_bytes()) <= INLINE_MAX_PIXELS and _cheap_to_decode([small])
-    big = tmp_path / "big.png"
-    Image.open(io.BytesIO(test_images[0][0])).resize((300, 300)).save(big)
-    assert declared_pixels(big.read_bytes()) == 90_000 and not _cheap_to_decode([small, big])
-    text = tmp_path / "notes.txt"
-    text.write_bytes(b"just some text")
-    assert declared_pixels(text.read_bytes()) is None and not _cheap_to_decode([text])
+    small = test_images[0][0]
+    assert declared_pixels(small) <= INLINE_MAX_PIXELS and _cheap_to_decode([small])
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(small)).resize((300, 300)).save(buffer, format="PNG")
+    big = buffer.getvalue()
+    assert declared_pixels(big) == 90_000 and not _cheap_to_decode([small, big])
+    assert declared_pixels(b"just some text") is None and not _cheap_to_decode([b"just some text"])
     # both paths give the model's answer: the thread path for the enlarged digit
-    response = post_images(server.url, [big.read_bytes(), small.read_bytes()])
+    response = post_images(server.url, [big, small])
     assert response.status_code == 200
     big_answer, small_answer = response.json()
-    assert big_answer["label"] == small_answer["label"] == post_images(server.url, [small.read_bytes()]).json()["label"]
+    assert big_answer["label"] == small_answer["label"] == post_images(server.url, [small]).json()["label"]
 
 
 def logged_rows(url: str, ready):

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ class LabelQueue:
         self.folder = Path(folder) if folder is not None else paths.label_queue_dir()
         self.policy = policy or QueuePolicy()
         self.clock = clock
+        self._readers = threading.local()
         (self.folder / IMAGES).mkdir(parents=True, exist_ok=True)
         with self._write() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -66,6 +68,13 @@ class LabelQueue:
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.folder / INDEX, timeout=60, isolation_level=None)
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection for the look before an offer: opening one costs more than the look."""
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = self._readers.db = self._connect()
+        return db
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -118,9 +127,8 @@ class LabelQueue:
         sha = check_sha256(sha256)
         order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
         predicted = str(class_names[order[0]])
-        with contextlib.closing(self._connect()) as db:  # a cheap look before encoding; checked again below
-            if not self._room_for(db, sha, predicted):
-                return False
+        if not self._room_for(self._reader(), sha, predicted):  # a cheap look before encoding; again below
+            return False
         png, width, height = clean_png(image, self.policy.max_side)
         if len(png) > self.policy.max_bytes:
             return False

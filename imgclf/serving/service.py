@@ -37,6 +37,7 @@ from imgclf.serving.metrics import (
 from imgclf.serving.observation import Observed, Recorder, observe
 from imgclf.serving.page import page_app
 from imgclf.serving.predictor import MAX_UPLOAD_BYTES, Predictor
+from imgclf.serving.upload_route import UploadRoute
 from imgclf.serving.url_input import UrlRejected, fetch_image_bytes, url_policy
 
 # A request decoded on the event loop: at most this many bytes and, per image, pixels (about a
@@ -82,18 +83,24 @@ class ImageClassifier:
     async def predict(self, image: list[Path], top_k: int = 3) -> dict | list[dict]:
         """One `image` part gives one answer; several parts (up to the guard's part limit) a list of answers
         in the order of the parts. A request is answered whole or not at all: a part that is not a usable
-        image is a 400 (413 if too large) naming it by position, and no image of the request is classified."""
+        image is a 400 (413 if too large) naming it by position, and no image of the request is classified.
+        Over HTTP, UploadRoute answers this route from the body (upload_route.py); this is the definition
+        and the in-process entry."""
+        return await self.answer_uploads([upload.read_bytes() for upload in image], top_k)
+
+    async def answer_uploads(self, images: list[bytes], top_k: int) -> JSONResponse:
+        """The uploads of one request -> its answer (or the refusal naming the first bad image)."""
         started = time.perf_counter()
-        if not image:  # the guard requires the field; this covers a direct call
+        if not images:  # the guard requires the field; this covers a direct call
             return _refused(UploadError(400, "no image: upload one as an `image` file part", "no_image"))
         try:
-            if _cheap_to_decode(image):  # less work than the hop to a decoding thread and back
-                observed = self._prepare_uploads(image)
+            if _cheap_to_decode(images):  # less work than the hop to a decoding thread and back
+                observed = self._prepare_uploads(images)
             else:
-                observed = await self._decoding(self._prepare_uploads, image)
+                observed = await self._decoding(self._prepare_uploads, images)
         except UploadError as exc:
             return _refused(exc)
-        return await self._classify(observed, top_k, UPLOAD, started, single=len(image) == 1)
+        return await self._classify(observed, top_k, UPLOAD, started, single=len(images) == 1)
 
     @bentoml.api(route="/predict/url")
     async def predict_url(self, url: str, top_k: int = 3) -> dict:
@@ -114,15 +121,15 @@ class ImageClassifier:
     async def _decoding(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._decoders, function, *args)
 
-    def _prepare_uploads(self, uploads: list[Path]) -> list[Observed]:
-        """Read, decode and measure every upload (in a worker thread); the first bad one raises UploadError."""
+    def _prepare_uploads(self, uploads: list[bytes]) -> list[Observed]:
+        """Decode and measure every upload (in a worker thread); the first bad one raises UploadError."""
         prepared = []
-        for number, upload in enumerate(uploads, 1):
+        for number, data in enumerate(uploads, 1):
             which = "the upload" if len(uploads) == 1 else f"image {number} of {len(uploads)}"
-            size = upload.stat().st_size
-            if size > MAX_UPLOAD_BYTES:
-                raise UploadError(413, f"{which} is {size} bytes; the limit is {MAX_UPLOAD_BYTES}", "body_too_large")
-            prepared.append(self._prepare(upload.read_bytes(), which))
+            if len(data) > MAX_UPLOAD_BYTES:
+                limit = MAX_UPLOAD_BYTES
+                raise UploadError(413, f"{which} is {len(data)} bytes; the limit is {limit}", "body_too_large")
+            prepared.append(self._prepare(data, which))
         return prepared
 
     def _prepare(self, data: bytes, which: str) -> Observed:
@@ -150,14 +157,12 @@ class ImageClassifier:
         return JSONResponse(answers[0] if single else answers)
 
 
-def _cheap_to_decode(uploads: list[Path]) -> bool:
+def _cheap_to_decode(uploads: list[bytes]) -> bool:
     """Small files whose headers declare small images (thumbnails, the 64-px default run): decoded on the
     event loop. Anything bigger, or unreadable, goes to a thread, so no upload can stall the loop."""
-    if sum(upload.stat().st_size for upload in uploads) > INLINE_MAX_BYTES:
+    if sum(len(data) for data in uploads) > INLINE_MAX_BYTES:
         return False
-    return all(
-        (declared_pixels(upload.read_bytes()) or INLINE_MAX_PIXELS + 1) <= INLINE_MAX_PIXELS for upload in uploads
-    )
+    return all((declared_pixels(data) or INLINE_MAX_PIXELS + 1) <= INLINE_MAX_PIXELS for data in uploads)
 
 
 def _refused(exc: UploadError) -> JSONResponse:
@@ -170,3 +175,11 @@ ImageClassifier.mount_asgi_app(page_app(), path="/")
 # Limits, keys and Host names from IMGCLF_* variables (guard_config.py); built in each worker. Its
 # refusals are counted by reason in /metrics.
 ImageClassifier.add_asgi_middleware(RequestGuard, on_reject=record_rejection)
+
+
+async def _answer_uploads(images: list[bytes], top_k: int) -> JSONResponse:
+    return await bentoml.get_current_service().answer_uploads(images, top_k)
+
+
+# Inside the guard: the HTTP requests of POST /predict, answered without BentoML's input layer
+ImageClassifier.add_asgi_middleware(UploadRoute, answer=_answer_uploads)
