@@ -23,7 +23,7 @@ from imgclf.labelling.queue import LabelQueue
 from imgclf.monitoring.log import PredictionLog
 from imgclf.monitoring.record import PredictionRow
 from imgclf.monitoring.stats import ImageStatistics, image_statistics
-from imgclf.serving.answers import probabilities
+from imgclf.scores import probabilities
 from imgclf.serving.predictor import Predictor
 
 LABEL_QUEUE_ENV = "IMGCLF_LABEL_QUEUE"
@@ -84,7 +84,7 @@ class Recorder:
         request_id = uuid.uuid4().hex
         latency_ms = 1e3 * (time.perf_counter() - started)
         for i, (item, row, answer) in enumerate(zip(observed, logits, answers, strict=True)):
-            probs = probabilities(row, self.predictor.thresholds)
+            probs = probabilities(row, multi_label=self.predictor.thresholds is not None)
             if self.queue is not None and self.queue.policy.accepts(uncertainty(probs)):
                 self.offload.submit(self._offer, item, probs)
             if self.log.enabled:
