@@ -25,9 +25,19 @@ def answer(
     logits = np.asarray(logits_row, dtype=np.float64)
     if logits.shape != (len(class_names),):
         raise ValueError(f"expected {len(class_names)} logits (one per class), got shape {logits.shape}")
+    return scored_answer(probabilities(logits, multi_label=thresholds is not None), class_names, top_k, thresholds)
+
+
+def scored_answer(
+    scores_row: np.ndarray, class_names: Sequence[str], top_k: int, thresholds: Sequence[float] | None = None
+) -> dict:
+    """As `answer`, from the image's scores (C,) already computed (`imgclf.scores.probabilities` of its
+    logits: the service computes them once per batch, for the answers and the prediction log)."""
+    scores = np.asarray(scores_row, dtype=np.float64)
+    if scores.shape != (len(class_names),):
+        raise ValueError(f"expected {len(class_names)} scores (one per class), got shape {scores.shape}")
     if thresholds is not None and len(thresholds) != len(class_names):
         raise ValueError(f"expected {len(class_names)} thresholds (one per class), got {len(thresholds)}")
-    scores = probabilities(logits, multi_label=thresholds is not None)
     order = np.argsort(-scores, kind="stable")
     top = [{"label": class_names[i], "confidence": float(scores[i])} for i in order[: max(1, min(top_k, len(order)))]]
     single = {"label": top[0]["label"], "confidence": top[0]["confidence"], "top_k": top}

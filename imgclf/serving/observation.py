@@ -23,7 +23,6 @@ from imgclf.labelling.queue import LabelQueue
 from imgclf.monitoring.log import PredictionLog
 from imgclf.monitoring.record import PredictionRow
 from imgclf.monitoring.stats import ImageStatistics, image_statistics
-from imgclf.scores import probabilities
 from imgclf.serving.predictor import Predictor
 
 LABEL_QUEUE_ENV = "IMGCLF_LABEL_QUEUE"
@@ -74,17 +73,18 @@ class Recorder:
     def record(
         self,
         observed: list[Observed],
-        logits: np.ndarray,
+        scores: np.ndarray,
         embeddings: np.ndarray | None,
         answers: list[dict],
         source: str,
         started: float,
     ) -> None:
-        """`started` is the request's time.perf_counter() at arrival; one request id for all its images."""
+        """`scores` (N, C) are the model's probabilities the answers were made from (`Predictor.probabilities`,
+        not computed again here). `started` is the request's time.perf_counter() at arrival; one request id
+        for all its images."""
         request_id = uuid.uuid4().hex
         latency_ms = 1e3 * (time.perf_counter() - started)
-        for i, (item, row, answer) in enumerate(zip(observed, logits, answers, strict=True)):
-            probs = probabilities(row, multi_label=self.predictor.thresholds is not None)
+        for i, (item, probs, answer) in enumerate(zip(observed, scores, answers, strict=True)):
             if self.queue is not None and self.queue.policy.accepts(uncertainty(probs)):
                 self.offload.submit(self._offer, item, probs)
             if self.log.enabled:
