@@ -65,3 +65,50 @@ def test_each_image_probabilities_are_computed_once_for_its_answer_and_its_log_r
     assert rows["confidence"].tolist() == [a["confidence"] for a in answers]  # the very numbers answered
     top2 = [sorted(t["confidence"] for t in a["top_k"])[-2:] for a in answers]
     assert rows["margin"].to_numpy() == pytest.approx([hi - lo for lo, hi in top2])
+
+
+def test_with_the_log_off_no_image_statistics_are_computed_and_the_queue_still_gets_its_images(
+    service_env, uploads, tmp_path, monkeypatch
+):
+    from imgclf.labelling.policy import QueuePolicy
+    from imgclf.labelling.queue import LabelQueue
+    from imgclf.serving import observation
+    from imgclf.serving.service import ImageClassifier
+
+    measured = []
+    statistics = observation.image_statistics
+    monkeypatch.setattr(observation, "image_statistics", lambda pixels: measured.append(1) or statistics(pixels))
+    logged = ImageClassifier()
+    assert logged.recorder.measures
+    _answer(logged, uploads)
+    assert len(measured) == 3 and read_window(service_env)["brightness"].between(0, 1).all()
+
+    measured.clear()
+    monkeypatch.setenv("IMGCLF_PREDICTION_LOG", "off")
+    monkeypatch.delenv("IMGCLF_LABEL_QUEUE")
+    quiet = ImageClassifier()
+    assert not quiet.recorder.measures
+    quiet.recorder.queue = LabelQueue(tmp_path / "queue", QueuePolicy(threshold=1.0))  # every answer is "uncertain"
+    answers = _answer(quiet, uploads)
+    quiet._decoders.shutdown(wait=True)  # the offers run on the decoding threads, after the answer
+    assert measured == [], "nothing records the statistics, so none are computed"
+    items = quiet.recorder.queue.items()
+    assert len(items) == 3 and {i.predicted for i in items} == {a["label"] for a in answers}
+
+
+def test_an_unmeasured_image_cannot_become_a_log_row(service_env, servable_bundle, uploads):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgclf.monitoring.log import PredictionLog
+    from imgclf.serving.observation import Recorder, observe
+    from imgclf.serving.predictor import Predictor
+
+    predictor = Predictor.from_path(servable_bundle)
+    unmeasured = observe(predictor, uploads[0].read_bytes(), measure=False)
+    assert unmeasured.statistics is None and len(unmeasured.sha256) == 64
+    assert observe(predictor, uploads[0].read_bytes()).statistics is not None  # the log is on: measured
+    probs = predictor.probabilities(predictor.predict_batch(unmeasured.input[None]))
+    with ThreadPoolExecutor(1) as offload, PredictionLog(service_env) as log:
+        recorder = Recorder(predictor, None, offload, log=log)
+        with pytest.raises(ValueError, match="observed without its statistics but the prediction log is on"):
+            recorder.record([unmeasured], probs, None, [predictor.scored_answer(probs[0])], "upload", 0.0)

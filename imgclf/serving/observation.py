@@ -3,7 +3,9 @@ what the decoding thread measured and what the model answered, and, for an uncer
 prediction, an offer to the active-learning queue (imgclf.labelling). Neither blocks a request: rows go
 to the log's background writer, offers to the decoding threads.
 
-IMGCLF_LABEL_QUEUE=off keeps nothing for labelling (the queue's limits: QueuePolicy's defaults)."""
+IMGCLF_LABEL_QUEUE=off keeps nothing for labelling (the queue's limits: QueuePolicy's defaults).
+IMGCLF_PREDICTION_LOG=off logs nothing, so the image statistics (only the log records them) are not
+computed either; the queue needs only the upload and its sha256."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from imgclf.labelling.queue import LabelQueue
 from imgclf.monitoring.log import PredictionLog
 from imgclf.monitoring.record import PredictionRow
 from imgclf.monitoring.stats import ImageStatistics, image_statistics
+from imgclf.monitoring.store import log_target
 from imgclf.serving.predictor import Predictor
 
 LABEL_QUEUE_ENV = "IMGCLF_LABEL_QUEUE"
@@ -34,18 +37,22 @@ class Observed:
     """One decoded upload: the model input and what the log records of the image itself."""
 
     input: np.ndarray  # (C, H, W) float32, normalised
-    statistics: ImageStatistics
+    statistics: ImageStatistics | None  # None: not measured, the prediction log is off
     info: ImageInfo
     sha256: str
     data: bytes  # the upload itself, held only while the request lasts: decoded again if it is queued
 
 
-def observe(predictor: Predictor, data: bytes) -> Observed:
-    """Decode `data` and measure it (runs in a decoding thread). Bad input raises ImageRejected."""
+def observe(predictor: Predictor, data: bytes, measure: bool | None = None) -> Observed:
+    """Decode `data` and, when `measure`, compute its image statistics (runs in a decoding thread). None:
+    measure unless IMGCLF_PREDICTION_LOG is off (what the service's Recorder logs to; `Recorder.measures`
+    says it for any recorder). Bad input raises ImageRejected."""
     decoded = predictor.decode(data)
+    if measure is None:
+        measure = log_target() is not None
     return Observed(
         input=predictor.spec.normalize(decoded.pixels[None])[0],
-        statistics=image_statistics(decoded.pixels),
+        statistics=image_statistics(decoded.pixels) if measure else None,
         info=decoded.info,
         sha256=hashlib.sha256(data).hexdigest(),
         data=data,
@@ -69,6 +76,11 @@ class Recorder:
         keep = os.environ.get(LABEL_QUEUE_ENV, "on").strip().lower() not in {"off", "0", "false", "no"}
         single_label = predictor.thresholds is None  # the queue's signals need probabilities summing to 1
         self.queue = queue if queue is not None else (LabelQueue() if keep and single_label else None)
+
+    @property
+    def measures(self) -> bool:
+        """Whether the images it records need their statistics (`observe(..., measure=)`): its log is on."""
+        return self.log.enabled
 
     def record(
         self,
@@ -101,6 +113,11 @@ class Recorder:
         source: str,
         latency_ms: float,
     ) -> PredictionRow:
+        if item.statistics is None:
+            raise ValueError(
+                f"image {item.sha256[:12]} was observed without its statistics but the prediction log is on: "
+                "observe(..., measure=recorder.measures)"
+            )
         return PredictionRow.from_answer(
             answer,
             probs,
