@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 from zenml import pipeline
 
+from pipelines._run import run_with_config
 from steps import judge_drift, watch_traffic
 
 EXIT_DRIFT_NOT_RETRAINED = 3  # for cron and CI: drift was found and nothing was started
@@ -56,16 +56,10 @@ def run_monitoring(config_path: str):
 
 def retrain(training_config: str, data_source: str = "") -> None:
     """The training pipeline on the current data (labels imported from the queue are in the data folder)."""
-    import yaml
-
     from pipelines.training import training_pipeline
 
-    config = yaml.safe_load(Path(training_config).read_text())
-    if data_source:
-        config.setdefault("parameters", {})["data_source"] = data_source
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "training.yaml").write_text(yaml.safe_dump(config))
-        training_pipeline.with_options(config_path=str(Path(tmp, "training.yaml")))()
+    overrides = {"data_source": data_source} if data_source else {}
+    run_with_config(training_pipeline, training_config, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

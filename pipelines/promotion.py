@@ -8,6 +8,7 @@ import sys
 
 from zenml import pipeline
 
+from pipelines._run import run_with_config
 from steps import deploy, promote_production
 
 
@@ -23,17 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", required=True, help="the version that holds staging")
     parser.add_argument("-c", "--config", default="configs/promote_production.yaml")
     args = parser.parse_args(argv)
-    import tempfile
-    from pathlib import Path
-
-    import yaml
     from zenml.client import Client
 
-    config = yaml.safe_load(Path(args.config).read_text())
-    config.setdefault("parameters", {})["version"] = args.version
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "promote.yaml").write_text(yaml.safe_dump(config))
-        run = promotion_pipeline.with_options(config_path=str(Path(tmp, "promote.yaml")))()
+    run = run_with_config(promotion_pipeline, args.config, version=args.version)
     run = Client().get_pipeline_run(run.id)  # this run, whatever else ran on the store meanwhile
     record = run.steps["promote_production"].outputs["promotion_record"][0].load()
     print(record.to_markdown())

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a unit is `imgclf.<first name>` (a package or a module)
 LAYERS: list[set[str]] = [
-    {"imgclf.paths", "imgclf.logs", "imgclf.render", "imgclf.provenance"},
+    {"imgclf.paths", "imgclf.logs", "imgclf.render", "imgclf.provenance", "imgclf.scores"},
     {"imgclf.preprocess"},
     {"imgclf.bundle", "imgclf.data", "imgclf.monitoring", "imgclf.labelling"},
     {"imgclf.augment"},

@@ -22,12 +22,12 @@ from imgclf.evaluate.metrics import (
     calibration,
     evaluate_predictions,
     evaluate_probabilities,
-    softmax,
 )
 from imgclf.evaluate.multilabel import MultiLabelReport, evaluate_multilabel, tune_thresholds
 from imgclf.evaluate.stats import bootstrap_ci, mcnemar, paired_bootstrap
 from imgclf.evaluate.subgroups import subgroup_metrics
 from imgclf.latency import LatencyReport, measure_latency, measure_model_latency
+from imgclf.scores import softmax
 
 CLASSES = ["a", "b", "c", "d", "e", "f", "g"]
 

@@ -3,6 +3,7 @@ reference profile from the registry, and the drift decision with the figures to 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -13,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from imgclf.drift.detect import DriftConfig
 from imgclf.drift.reference import read_reference_profile
 from imgclf.monitoring.log import read_window
+from imgclf.monitoring.record import COLUMNS, DTYPES
+
+logger = logging.getLogger(__name__)
 
 
 class MonitoringConfig(BaseModel):
@@ -48,11 +52,16 @@ def served_version(config: MonitoringConfig, tracking_uri: str | None = None) ->
 
 
 def load_window(config: MonitoringConfig, version: str, now: datetime | None = None) -> pd.DataFrame:
-    """The window of `version`'s rows in the prediction log, oldest first."""
-    if config.hours is not None:
-        since = (now or datetime.now(UTC)) - timedelta(hours=config.hours)
-        return read_window(config.log_url, since=since, model_version=version)
-    return read_window(config.log_url, last=config.last, model_version=version)
+    """The window of `version`'s rows in the prediction log, oldest first. No log written yet (nothing
+    served, or served with the log elsewhere): an empty window, so the decision is "not enough data"."""
+    try:
+        if config.hours is not None:
+            since = (now or datetime.now(UTC)) - timedelta(hours=config.hours)
+            return read_window(config.log_url, since=since, model_version=version)
+        return read_window(config.log_url, last=config.last, model_version=version)
+    except FileNotFoundError as exc:
+        logger.warning("%s: the window is empty", exc)
+        return pd.DataFrame({name: pd.Series(dtype=DTYPES[name]) for name in COLUMNS})
 
 
 def load_reference(config: MonitoringConfig, version: str, tracking_uri: str | None = None) -> pd.DataFrame:

@@ -15,16 +15,9 @@ from imgclf.bundle import ONNX_EMBEDDING, ONNX_INPUT, ONNX_OUTPUT, REFERENCE_PRO
 from imgclf.data.decode import open_image
 from imgclf.monitoring.record import margin_and_entropy
 from imgclf.monitoring.stats import STATISTICS, image_statistics
+from imgclf.scores import probabilities
 
 BATCH = 64
-
-
-def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    if multi_label:
-        return 0.5 * (1.0 + np.tanh(0.5 * logits))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def reference_profile(onnx_path: str | Path, images: Sequence[str | Path], limit: int = 2000) -> pd.DataFrame:
@@ -40,7 +33,7 @@ def reference_profile(onnx_path: str | Path, images: Sequence[str | Path], limit
     for start in range(0, len(chosen), BATCH):
         pixels = [meta.preprocess.resize(open_image(path)[0]) for path in chosen[start : start + BATCH]]
         results = session.run(outputs, {ONNX_INPUT: meta.preprocess.normalize(np.stack(pixels))})
-        probs = _probabilities(results[0], meta.thresholds is not None)
+        probs = probabilities(results[0], meta.thresholds is not None)
         embeddings = results[1] if len(results) > 1 else [None] * len(pixels)
         for image, p, embedding in zip(pixels, probs, embeddings, strict=True):
             margin, entropy = margin_and_entropy(p)

@@ -14,10 +14,10 @@ import numpy as np
 from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate.comparison import ModelComparison, compare_models
-from imgclf.evaluate.metrics import softmax
 from imgclf.inference import predict_logits
 from imgclf.models.trained import TrainedModel
 from imgclf.registry import alias_version, fetch_bundle
+from imgclf.scores import softmax
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,15 @@ from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate import plots
 from imgclf.evaluate.champion import Champion, compare_with_champion
 from imgclf.evaluate.gate import GateConfig, GateResult, quality_gate
-from imgclf.evaluate.metrics import EvaluationReport, evaluate_probabilities, softmax
+from imgclf.evaluate.metrics import EvaluationReport, evaluate_probabilities
 from imgclf.evaluate.multilabel import evaluate_multilabel
 from imgclf.evaluate.stats import bootstrap_ci
 from imgclf.evaluate.subgroups import SubgroupReport, subgroup_metrics
 from imgclf.inference import predict_logits
 from imgclf.latency import measure_model_latency
-from imgclf.models.thresholds import sigmoid, tune_thresholds
+from imgclf.models.thresholds import tune_thresholds
 from imgclf.models.trained import TrainedModel
+from imgclf.scores import sigmoid, softmax
 
 
 class EvaluationConfig(BaseModel):

@@ -1,7 +1,7 @@
 """Single-label test metrics.
 
-`evaluate_probabilities(y_true, probs, class_names)` (softmax outputs; `softmax` turns logits into
-them) fills an `EvaluationReport` with accuracy, top-k accuracy, precision / recall / F1 (macro,
+`evaluate_probabilities(y_true, probs, class_names)` (softmax outputs; `imgclf.scores.softmax` turns logits
+into them) fills an `EvaluationReport` with accuracy, top-k accuracy, precision / recall / F1 (macro,
 weighted, per class), the confusion matrix (counts and row-normalised), one-vs-rest ROC-AUC (macro and
 per class), per-class accuracy, calibration (ECE and reliability-diagram data) and seeded bootstrap
 CIs for accuracy and macro F1. `evaluate_predictions` does the label-only part for hard predictions.
@@ -30,14 +30,6 @@ from imgclf.evaluate.multilabel import MultiLabelReport
 from imgclf.evaluate.numbers import finite_or_none as _num
 from imgclf.evaluate.stats import bootstrap_ci
 from imgclf.evaluate.subgroups import SubgroupReport
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (numerically stable)."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 # -- single-label report ------------------------------------------------------------------------
@@ -308,7 +300,7 @@ def _check_probs(probs: np.ndarray, n_items: int, n_classes: int) -> np.ndarray:
     if (p < 0).any() or not np.allclose(sums, 1.0, atol=1e-3):
         raise ValueError(
             "probs must be probabilities (non-negative rows summing to 1); "
-            f"row sums range {sums.min():.4g}..{sums.max():.4g}. Logits? Use imgclf.evaluate.metrics.softmax first."
+            f"row sums range {sums.min():.4g}..{sums.max():.4g}. Logits? Use imgclf.scores.softmax first."
         )
     return p
 

@@ -2,17 +2,13 @@
 
 The thresholds are tuned once on the validation split at the end of training and travel with the model
 (`TrainedModel.thresholds`, the bundle's model.json, the ONNX metadata), so evaluation and the service
-decide with the same numbers. Numpy only: training and evaluation both import it (they are peers).
+decide with the same numbers (the sigmoid itself: `imgclf.scores.sigmoid`). Numpy only: training and
+evaluation both import it (they are peers).
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Per-label scores from logits (float64; the tanh form cannot overflow)."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
 
 
 def check_multi_hot(

@@ -11,11 +11,11 @@ from imgclf.data.decoded import DecodedSplits
 from imgclf.data.manifest import DatasetManifest
 from imgclf.evaluate.champion import Champion, champion_label, compare_with_champion
 from imgclf.evaluate.comparison import ModelComparison
-from imgclf.evaluate.metrics import softmax
 from imgclf.inference import predict_logits
 from imgclf.models.trained import TrainedModel
 from imgclf.promotion.rules import PromotionRules
 from imgclf.registry import TEST_SPLIT_ARTIFACT, download_run_file, fetch_bundle, version_info
+from imgclf.scores import softmax
 from imgclf.stages import DATA_VERSION_TAG
 
 

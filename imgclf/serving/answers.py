@@ -4,7 +4,8 @@ Single-label models: softmax, the top-1 `label` and its `confidence`, and the `t
 models (thresholds in the ONNX metadata): a sigmoid score per label, `labels` = every label whose
 score reaches its threshold (highest score first), `scores` for all labels, and `label`,
 `confidence`, `top_k` by score as for a single-label model, so a client reading only those still
-works. Pure numpy: the batched and the single-image paths of the service give the same answer.
+works. The scores are `imgclf.scores`' (the sigmoid that tuned the thresholds). Pure numpy: the
+batched and the single-image paths of the service give the same answer.
 """
 
 from __future__ import annotations
@@ -13,22 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    probs = np.exp(logits - logits.max())
-    return probs / probs.sum()
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    """The same scores as `imgclf.models.thresholds.sigmoid`, which tuned the thresholds (the service
-    does not import the model layer)."""
-    return 0.5 * (1.0 + np.tanh(0.5 * logits))
-
-
-def probabilities(logits_row: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
-    """Softmax of a single-label model's logits; a multi-label model's (thresholds given) sigmoid scores."""
-    logits = np.asarray(logits_row, dtype=np.float64)
-    return _softmax(logits) if thresholds is None else _sigmoid(logits)
+from imgclf.scores import probabilities
 
 
 def answer(
@@ -39,9 +25,19 @@ def answer(
     logits = np.asarray(logits_row, dtype=np.float64)
     if logits.shape != (len(class_names),):
         raise ValueError(f"expected {len(class_names)} logits (one per class), got shape {logits.shape}")
+    return scored_answer(probabilities(logits, multi_label=thresholds is not None), class_names, top_k, thresholds)
+
+
+def scored_answer(
+    scores_row: np.ndarray, class_names: Sequence[str], top_k: int, thresholds: Sequence[float] | None = None
+) -> dict:
+    """As `answer`, from the image's scores (C,) already computed (`imgclf.scores.probabilities` of its
+    logits: the service computes them once per batch, for the answers and the prediction log)."""
+    scores = np.asarray(scores_row, dtype=np.float64)
+    if scores.shape != (len(class_names),):
+        raise ValueError(f"expected {len(class_names)} scores (one per class), got shape {scores.shape}")
     if thresholds is not None and len(thresholds) != len(class_names):
         raise ValueError(f"expected {len(class_names)} thresholds (one per class), got {len(thresholds)}")
-    scores = probabilities(logits, thresholds)
     order = np.argsort(-scores, kind="stable")
     top = [{"label": class_names[i], "confidence": float(scores[i])} for i in order[: max(1, min(top_k, len(order)))]]
     single = {"label": top[0]["label"], "confidence": top[0]["confidence"], "top_k": top}

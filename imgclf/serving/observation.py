@@ -3,7 +3,9 @@ what the decoding thread measured and what the model answered, and, for an uncer
 prediction, an offer to the active-learning queue (imgclf.labelling). Neither blocks a request: rows go
 to the log's background writer, offers to the decoding threads.
 
-IMGCLF_LABEL_QUEUE=off keeps nothing for labelling (the queue's limits: QueuePolicy's defaults)."""
+IMGCLF_LABEL_QUEUE=off keeps nothing for labelling (the queue's limits: QueuePolicy's defaults).
+IMGCLF_PREDICTION_LOG=off logs nothing, so the image statistics (only the log records them) are not
+computed either; the queue needs only the upload and its sha256."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from imgclf.labelling.queue import LabelQueue
 from imgclf.monitoring.log import PredictionLog
 from imgclf.monitoring.record import PredictionRow
 from imgclf.monitoring.stats import ImageStatistics, image_statistics
-from imgclf.serving.answers import probabilities
+from imgclf.monitoring.store import log_target
 from imgclf.serving.predictor import Predictor
 
 LABEL_QUEUE_ENV = "IMGCLF_LABEL_QUEUE"
@@ -35,18 +37,22 @@ class Observed:
     """One decoded upload: the model input and what the log records of the image itself."""
 
     input: np.ndarray  # (C, H, W) float32, normalised
-    statistics: ImageStatistics
+    statistics: ImageStatistics | None  # None: not measured, the prediction log is off
     info: ImageInfo
     sha256: str
     data: bytes  # the upload itself, held only while the request lasts: decoded again if it is queued
 
 
-def observe(predictor: Predictor, data: bytes) -> Observed:
-    """Decode `data` and measure it (runs in a decoding thread). Bad input raises ImageRejected."""
+def observe(predictor: Predictor, data: bytes, measure: bool | None = None) -> Observed:
+    """Decode `data` and, when `measure`, compute its image statistics (runs in a decoding thread). None:
+    measure unless IMGCLF_PREDICTION_LOG is off (what the service's Recorder logs to; `Recorder.measures`
+    says it for any recorder). Bad input raises ImageRejected."""
     decoded = predictor.decode(data)
+    if measure is None:
+        measure = log_target() is not None
     return Observed(
         input=predictor.spec.normalize(decoded.pixels[None])[0],
-        statistics=image_statistics(decoded.pixels),
+        statistics=image_statistics(decoded.pixels) if measure else None,
         info=decoded.info,
         sha256=hashlib.sha256(data).hexdigest(),
         data=data,
@@ -71,20 +77,26 @@ class Recorder:
         single_label = predictor.thresholds is None  # the queue's signals need probabilities summing to 1
         self.queue = queue if queue is not None else (LabelQueue() if keep and single_label else None)
 
+    @property
+    def measures(self) -> bool:
+        """Whether the images it records need their statistics (`observe(..., measure=)`): its log is on."""
+        return self.log.enabled
+
     def record(
         self,
         observed: list[Observed],
-        logits: np.ndarray,
+        scores: np.ndarray,
         embeddings: np.ndarray | None,
         answers: list[dict],
         source: str,
         started: float,
     ) -> None:
-        """`started` is the request's time.perf_counter() at arrival; one request id for all its images."""
+        """`scores` (N, C) are the model's probabilities the answers were made from (`Predictor.probabilities`,
+        not computed again here). `started` is the request's time.perf_counter() at arrival; one request id
+        for all its images."""
         request_id = uuid.uuid4().hex
         latency_ms = 1e3 * (time.perf_counter() - started)
-        for i, (item, row, answer) in enumerate(zip(observed, logits, answers, strict=True)):
-            probs = probabilities(row, self.predictor.thresholds)
+        for i, (item, probs, answer) in enumerate(zip(observed, scores, answers, strict=True)):
             if self.queue is not None and self.queue.policy.accepts(uncertainty(probs)):
                 self.offload.submit(self._offer, item, probs)
             if self.log.enabled:
@@ -101,6 +113,11 @@ class Recorder:
         source: str,
         latency_ms: float,
     ) -> PredictionRow:
+        if item.statistics is None:
+            raise ValueError(
+                f"image {item.sha256[:12]} was observed without its statistics but the prediction log is on: "
+                "observe(..., measure=recorder.measures)"
+            )
         return PredictionRow.from_answer(
             answer,
             probs,

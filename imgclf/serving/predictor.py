@@ -14,7 +14,8 @@ import numpy as np
 
 from imgclf.bundle import ONNX_EMBEDDING, ONNX_INPUT, ONNX_OUTPUT, onnx_metadata, serving_model
 from imgclf.data.decode import SERVING_LIMITS, DecodeLimits, ImageInfo, open_image
-from imgclf.serving.answers import answer
+from imgclf.scores import probabilities
+from imgclf.serving.answers import answer, scored_answer
 from imgclf.serving.batching import available_cores
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -107,6 +108,14 @@ class Predictor:
         """One image's logits -> {label, confidence, top_k, model_version} (multi-label models: also labels
         and scores, see imgclf.serving.answers)."""
         return {**answer(logits, self.class_names, top_k, self.thresholds), "model_version": self.model_version}
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Logits (C,) or (N, C) -> the scores the answers give: softmax, or a multi-label model's sigmoid."""
+        return probabilities(logits, multi_label=self.thresholds is not None)
+
+    def scored_answer(self, scores: np.ndarray, top_k: int = 3) -> dict:
+        """As `answer`, from one image's `probabilities` (computed once for a batch, answer and log alike)."""
+        return {**scored_answer(scores, self.class_names, top_k, self.thresholds), "model_version": self.model_version}
 
     def predict(self, data: bytes, top_k: int = 3) -> dict:
         """Raw upload bytes -> the answer, unbatched. Bad input raises ImageRejected."""

@@ -150,10 +150,11 @@ class ImageClassifier:
             busy = {"error": f"the model is busy ({exc}); try again shortly"}
             return JSONResponse(busy, status_code=503, headers={"Retry-After": "1"})
         logits, embeddings = self.predictor.split(outputs)
-        answers = [self.predictor.answer(row, top_k) for row in logits]
+        scores = self.predictor.probabilities(logits)  # once per image, for its answer and its log row
+        answers = [self.predictor.scored_answer(row, top_k) for row in scores]
         for answer in answers:
             record_prediction(answer)
-        self.recorder.record(observed, logits, embeddings, answers, source, started)
+        self.recorder.record(observed, scores, embeddings, answers, source, started)
         return JSONResponse(answers[0] if single else answers)
 
 

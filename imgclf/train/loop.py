@@ -29,9 +29,10 @@ from imgclf.data.manifest import DatasetManifest
 from imgclf.inference import predict_logits, predict_logits_and_features
 from imgclf.models.factory import create
 from imgclf.models.projection import DEFAULT_DIM, fit_projection, sample_indices
-from imgclf.models.thresholds import sigmoid, tune_thresholds
+from imgclf.models.thresholds import tune_thresholds
 from imgclf.models.trained import TrainedModel
 from imgclf.preprocess import PreprocessSpec
+from imgclf.scores import sigmoid
 from imgclf.train import budget as budgets
 from imgclf.train import distributed
 from imgclf.train.batches import TrainBatches
