@@ -107,7 +107,7 @@ def test_an_unmeasured_image_cannot_become_a_log_row(service_env, servable_bundl
     unmeasured = observe(predictor, uploads[0].read_bytes(), measure=False)
     assert unmeasured.statistics is None and len(unmeasured.sha256) == 64
     assert observe(predictor, uploads[0].read_bytes()).statistics is not None  # the log is on: measured
-    probs = predictor.probabilities(predictor.predict_batch(unmeasured.input[None]))
+    probs = predictor.scores(predictor.predict_batch(unmeasured.input[None]))
     with ThreadPoolExecutor(1) as offload, PredictionLog(service_env) as log:
         recorder = Recorder(predictor, None, offload, log=log)
         with pytest.raises(ValueError, match="observed without its statistics but the prediction log is on"):

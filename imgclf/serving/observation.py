@@ -91,7 +91,7 @@ class Recorder:
         source: str,
         started: float,
     ) -> None:
-        """`scores` (N, C) are the model's probabilities the answers were made from (`Predictor.probabilities`,
+        """`scores` (N, C) are the model's probabilities the answers were made from (`Predictor.scores`,
         not computed again here). `started` is the request's time.perf_counter() at arrival; one request id
         for all its images."""
         request_id = uuid.uuid4().hex

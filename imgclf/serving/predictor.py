@@ -109,12 +109,12 @@ class Predictor:
         and scores, see imgclf.serving.answers)."""
         return {**answer(logits, self.class_names, top_k, self.thresholds), "model_version": self.model_version}
 
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+    def scores(self, logits: np.ndarray) -> np.ndarray:
         """Logits (C,) or (N, C) -> the scores the answers give: softmax, or a multi-label model's sigmoid."""
         return probabilities(logits, multi_label=self.thresholds is not None)
 
     def scored_answer(self, scores: np.ndarray, top_k: int = 3) -> dict:
-        """As `answer`, from one image's `probabilities` (computed once for a batch, answer and log alike)."""
+        """As `answer`, from one image's `scores` (computed once for a batch, answer and log alike)."""
         return {**scored_answer(scores, self.class_names, top_k, self.thresholds), "model_version": self.model_version}
 
     def predict(self, data: bytes, top_k: int = 3) -> dict:

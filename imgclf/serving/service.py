@@ -134,7 +134,7 @@ class ImageClassifier:
 
     def _prepare(self, data: bytes, which: str) -> Observed:
         try:
-            return observe(self.predictor, data)
+            return observe(self.predictor, data, measure=self.recorder.measures)
         except ImageRejected as exc:
             raise UploadError(400, f"{which} is not a usable image: {exc.reason}: {exc.detail}", exc.reason) from None
 
@@ -150,7 +150,7 @@ class ImageClassifier:
             busy = {"error": f"the model is busy ({exc}); try again shortly"}
             return JSONResponse(busy, status_code=503, headers={"Retry-After": "1"})
         logits, embeddings = self.predictor.split(outputs)
-        scores = self.predictor.probabilities(logits)  # once per image, for its answer and its log row
+        scores = self.predictor.scores(logits)  # once per image, for its answer and its log row
         answers = [self.predictor.scored_answer(row, top_k) for row in scores]
         for answer in answers:
             record_prediction(answer)
