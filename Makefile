@@ -82,6 +82,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/hadolint deploy/Dockerfile
+	$(BIN)/python infra/k8s_check.py  # the Kustomize overlays, rendered by kubectl, against the schemas of Kubernetes 1.33 and 1.37
 	$(BIN)/actionlint .github/workflows/*.y*ml  # also shellchecks their run: blocks when shellcheck is on PATH
 
 format: $(VENV)/.installed

@@ -33,6 +33,18 @@ def test_register_and_fetch_round_trip(small_model, tmp_path, mlflow_uri):
     pyfunc = mlflow.pyfunc.load_model("models:/digits-test/1")
     assert pyfunc.predict([image])[0]["label"] == Predictor.from_path(bundle).predict(image)["label"]
 
+    # `imgclf fetch`: the bundle's files directly in --out, as the serving image's `baked` target copies them
+    from imgclf.cli import main
+
+    assert main(["fetch", "2", "--out", str(tmp_path / "baked"), "--model-name", "digits-test"]) == 0
+    assert sorted(p.name for p in (tmp_path / "baked").iterdir()) == sorted(p.name for p in bundle.iterdir())
+    assert (
+        Predictor.from_path(tmp_path / "baked").predict(image)["top_k"]
+        == Predictor.from_path(bundle).predict(image)["top_k"]
+    )
+    with pytest.raises(SystemExit, match="is not empty"):
+        main(["fetch", "2", "--out", str(tmp_path / "baked"), "--model-name", "digits-test"])
+
 
 def test_bad_model_uri_is_a_clear_error(mlflow_uri):
     with pytest.raises(ValueError, match="not a models:/ URI"):

@@ -66,6 +66,11 @@ def test_workflow_parses_and_every_job_has_steps(name):
     workflow = load(name)
     assert workflow["on"] and workflow["jobs"], name
     for job_name, job in workflow["jobs"].items():
+        if "uses" in job:  # a call of a reusable workflow of this repository, which it must accept
+            called = load(job["uses"].removeprefix("./.github/workflows/"))
+            assert "workflow_call" in called["on"], f"{name}: {job_name} calls {job['uses']}"
+            assert set(job.get("with", {})) <= set(called["on"]["workflow_call"]["inputs"]), f"{name}: {job_name}"
+            continue
         assert job["runs-on"] == "ubuntu-latest" and job["steps"], f"{name}: {job_name}"
 
 
@@ -90,7 +95,7 @@ def test_train_runs_on_data_config_and_code_changes_and_never_two_at_once():
     watched |= {"data/**", "dvc.yaml", "dvc.lock", "params.yaml", "configs/**", "requirements*", "pyproject.toml"}
     assert watched <= set(push["paths"]), watched - set(push["paths"])
     assert train["concurrency"] == {"group": "train-staging", "cancel-in-progress": False}
-    (job,) = train["jobs"].values()
+    job = train["jobs"]["train"]
     steps = {m: step for step in job["steps"] for m in MAKE_CALL.findall(step.get("run", ""))}
     assert "dvc pull" in "".join(scripts(job)) and {"setup", "data", "train", "summary"} <= set(steps)
     assert "$GITHUB_STEP_SUMMARY" in steps["summary"]["run"] and "!cancelled()" in steps["summary"]["if"]
@@ -126,11 +131,11 @@ def test_team_credentials_never_reach_make_setup():
         assert not TEAM_CREDENTIALS & set(workflow.get("env", {})), name
         for job_name, job in workflow["jobs"].items():
             assert not TEAM_CREDENTIALS & set(job.get("env", {})), f"{name}: {job_name}"
-            for step in job["steps"]:
+            for step in job.get("steps", []):
                 if "setup" in MAKE_CALL.findall(step.get("run", "")):
                     assert not TEAM_CREDENTIALS & set(step.get("env", {})), f"{name}: {job_name}: {step}"
             needs_team = [
-                s for s in job["steps"] if make_targets_called({"steps": [s]}) & {"train", "promote-production"}
+                s for s in job.get("steps", []) if make_targets_called({"steps": [s]}) & {"train", "promote-production"}
             ]
             for step in needs_team:
                 assert set(step["env"]) >= TEAM_CREDENTIALS, f"{name}: {job_name}: {step['run']}"
@@ -169,3 +174,27 @@ def test_retrain_runs_hourly_and_by_hand_shares_stagings_lock_and_never_moves_pr
     text = "".join(scripts(job))
     assert "make monitor" in text and "promote-production" not in text and "rollback" not in text
     assert "environment" not in job, "no approval gate needed: nothing here touches production"
+
+
+def test_each_stage_move_rolls_out_its_serving_image_on_kubernetes():
+    """Staging after training, production after a promotion or a rollback: rollout.yml builds the baked
+    image, points the stage's overlay at it, checks it as make lint does and applies it."""
+    callers = {
+        (name, job_name): (job["with"]["stage"], job["needs"])
+        for name in workflow_names()
+        for job_name, job in load(name)["jobs"].items()
+        if job.get("uses") == "./.github/workflows/rollout.yml"
+    }
+    assert sorted(callers.values()) == [("production", "promote"), ("production", "rollback"), ("staging", "train")]
+    promote = load("promote-production.yml")["jobs"]
+    assert promote["rollout-promoted"]["with"]["version"] == "${{ needs.promote.outputs.version }}"
+    assert all(
+        load(name)["jobs"][job]["permissions"]["packages"] == "write"
+        and load(name)["jobs"][job]["secrets"] == "inherit"
+        for name, job in callers
+    )
+    (job,) = load("rollout.yml")["jobs"].values()
+    text = "".join(scripts(job))
+    assert "--target baked" in text and "docker push" in text and "imgclf fetch" in text
+    assert "kustomize edit set image" in text and "infra/k8s_check.py" in text
+    assert 'kubectl apply -k "deploy/k8s/overlays/$STAGE"' in text and "rollout status" in text

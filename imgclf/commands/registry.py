@@ -48,6 +48,24 @@ def rollback(args: argparse.Namespace) -> int:
     return _follow(args.model_name, args.stage, str(move.to_version)) or (0 if synced else 1)
 
 
+def fetch(args: argparse.Namespace) -> int:
+    """The version's bundle files directly in --out (what the serving image's `baked` target copies)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from imgclf.registry import fetch_bundle
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"imgclf fetch: {out} is not empty; give a new or empty folder")
+    with tempfile.TemporaryDirectory(prefix="imgclf-fetch-") as tmp:
+        bundle, version = fetch_bundle(f"models:/{args.model_name}/{args.version}", tmp)
+        shutil.copytree(bundle, out, dirs_exist_ok=True)
+    print(f"version {version} of {args.model_name}: its bundle is in {out}")
+    return 0
+
+
 def stages(args: argparse.Namespace) -> int:
     """The stages table; `--holder STAGE` prints the holder's version alone (nothing when empty)."""
     from imgclf import registry
