@@ -130,8 +130,8 @@ def plain_model(arch: str, num_classes: int) -> tuple[torch.nn.Module, tuple, tu
     return model, tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
 
 
-def plain_loop(root: Path, args, log: EpochLog) -> float:
-    """What a user writes from the seed; returns the wall seconds of the whole call."""
+def plain_loop(root: Path, args, log: EpochLog, device: str = "cpu") -> float:
+    """What a user writes from the seed (on `device`, fp32, NCHW); returns the wall seconds of the call."""
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
@@ -149,16 +149,22 @@ def plain_loop(root: Path, args, log: EpochLog) -> float:
         ]
     )
     dataset = ImageFolder(str(root), transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, pin_memory=device != "cpu"
+    )
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters())
     criterion = torch.nn.CrossEntropyLoss()
     model.train()
     for _ in range(args.epochs):
         for images, targets in log.wrap(loader):
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             optimizer.zero_grad()
             loss = criterion(model(images), targets)
             loss.backward()
             optimizer.step()
+    if device != "cpu":
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
@@ -173,8 +179,9 @@ def train_manifest(root: Path) -> DatasetManifest:
     return DatasetManifest(manifest.root, pd.concat([records, val], ignore_index=True))
 
 
-def our_loop(manifest: DatasetManifest, args, log: EpochLog):
-    """fit_manifest with the loader's epochs timestamped; returns (TrainedModel, wall seconds)."""
+def our_loop(manifest: DatasetManifest, args, log: EpochLog, **config_overrides):
+    """fit_manifest with the loader's epochs timestamped; returns (TrainedModel, wall seconds).
+    `config_overrides`: TrainConfig fields beyond the shared ones (e.g. compile=True)."""
 
     class TimedCacheLoader(CacheLoader):
         def epoch(self, epoch):
@@ -188,6 +195,7 @@ def our_loop(manifest: DatasetManifest, args, log: EpochLog):
         epochs=args.epochs,
         num_workers=args.workers,
         threads=args.threads,
+        **config_overrides,
     )
     policy = AugmentPolicy(rotation_degrees=ROTATION, scale_min=SCALE_MIN)
     original = batches.CacheLoader  # the loader fit builds (in imgclf.train.batches)
