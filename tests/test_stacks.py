@@ -213,3 +213,24 @@ def test_the_orchestrator_settings_are_what_zenml_keeps_for_each_flavor():
     assert kubernetes.pod_settings.tolerations[0]["key"] == "nvidia.com/gpu"
     kubeflow = KubeflowOrchestratorSettings.model_validate(dict(train["orchestrator.kubeflow"]))
     assert kubeflow.pod_settings.node_selectors == {"accelerator": "nvidia.com/gpu"}
+
+
+def test_the_training_image_gets_the_code_and_the_default_data_and_never_local_state(tmp_path):
+    from zenml.image_builders.build_context import BuildContext
+
+    tree = [
+        "pyproject.toml", "README.md", "imgclf/cli.py", "imgclf/__pycache__/cli.cpython-311.pyc", "steps/train.py",
+        "pipelines/training.py", "materializers/m.py", "integrations/zenml_stages.py", "configs/training_k8s.yaml",
+        "data/digits/0/a.png", "data/mine/b.png", ".state/mlflow/mlflow.db", ".venv/bin/python", "tests/test_x.py",
+        "deploy/Dockerfile", "bench/report.md", ".zen/config.yaml", ".git/HEAD",
+    ]  # fmt: skip
+    for name in tree:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    context = BuildContext(root=str(tmp_path), dockerignore_file=str(ROOT / "infra/stacks/training.dockerignore"))
+    files = [name for name, path in context.get_files().items() if os.path.isfile(path)]
+    assert sorted(files) == sorted(
+        [name for name in tree if name.startswith(("pyproject", "README", "imgclf/cli", "steps/", "pipelines/"))]
+        + ["materializers/m.py", "integrations/zenml_stages.py", "configs/training_k8s.yaml", "data/digits/0/a.png"]
+        + [".zen/config.yaml"]  # ZenML always adds its repository folder
+    )
