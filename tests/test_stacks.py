@@ -64,6 +64,8 @@ def test_zenml_accepts_the_kubernetes_stack_and_registering_again_updates_it(tmp
     refused = _register(tmp_path, "kubernetes")
     assert refused.returncode == 2
     assert "imgclf_s3" in refused.stderr and "AWS_ACCESS_KEY_ID" in refused.stderr
+    bad = _register(tmp_path, "kubernetes", "--artifact-path", "imgclf-artifacts", env=CREDENTIALS)
+    assert bad.returncode == 2 and "artifact_path" in bad.stderr and "s3://" in bad.stderr
 
     stack = _registered(tmp_path, "kubernetes", env=CREDENTIALS)["imgclf-k8s"]
     assert {kind: c["flavor"] for kind, c in stack.items()} == {

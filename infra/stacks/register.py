@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 STACKS = {"kubernetes": "imgclf-k8s", "kubeflow": "imgclf-kubeflow"}
 MLFLOW_EXPERIMENT = "imgclf"
@@ -240,9 +240,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(_parser().parse_args(argv))
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
     kinds, activate, as_json = args.pop("kinds"), args.pop("activate"), args.pop("json")
-    config = config_from(args, dict(os.environ))
+    try:
+        config = config_from(args, dict(os.environ))
+    except ValidationError as error:  # names the field and what it must look like
+        parser.error(f"{error.error_count()} bad setting(s) (options or {ENV_PREFIX}*): {error}")
     try:
         stacks = [register_stack(kind, config) for kind in dict.fromkeys(kinds)]
     except MissingCredentials as error:
@@ -255,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         from zenml.client import Client
 
         Client().activate_stack(activate)
-    if as_json:  # a file: ZenML logs to stdout too
-        text = json.dumps({stack: describe(stack) for stack in stacks}, indent=2, sort_keys=True)
-        print(text) if as_json == "-" else Path(as_json).write_text(text + "\n")
+    if as_json == "-":
+        print(json.dumps({stack: describe(stack) for stack in stacks}, indent=2, sort_keys=True))
+    elif as_json:  # a file, since ZenML logs to stdout too
+        Path(as_json).write_text(json.dumps({stack: describe(stack) for stack in stacks}, indent=2, sort_keys=True))
     print("registered: " + ", ".join(stacks) + (f"; active: {activate}" if activate else ""))
     return 0
 
