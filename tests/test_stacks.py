@@ -3,13 +3,11 @@ checked as far as ZenML and the Kubernetes API schemas can check them without a 
 components and stacks with their flavors and configuration, and the run config gives each step the image and
 the resources meant for it. Nothing here builds an image or reaches a cluster, a registry, a bucket or MLflow.
 
-ZenML 0.98 imports the `kubernetes` client to validate Kubeflow orchestrator configs and Kubernetes pod
-settings; where that package is absent (it is not in requirements.txt) those checks assert the clear error
-(registration) or skip (settings), and say so."""
+ZenML 0.98 imports the `kubernetes` client (requirements.txt) to validate Kubeflow orchestrator configs and
+Kubernetes pod settings."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -23,7 +21,6 @@ from conftest import ROOT
 
 SCRIPT = ROOT / "infra" / "stacks" / "register.py"
 RUN_CONFIG = ROOT / "configs" / "training_k8s.yaml"
-HAS_KUBERNETES = importlib.util.find_spec("kubernetes") is not None
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "minio-user",
     "AWS_SECRET_ACCESS_KEY": "minio-password",
@@ -130,11 +127,6 @@ def _zenml(tmp_path, *args: str) -> str:
 def test_the_kubeflow_stack_registers_where_zenml_can_validate_it(tmp_path):
     env = {**CREDENTIALS, "KUBEFLOW_USERNAME": "user@example.com", "KUBEFLOW_PASSWORD": "kf-password"}
     host = ("--kubeflow-host", "https://kubeflow.example.test/pipeline")
-    if not HAS_KUBERNETES:
-        done = _register(tmp_path, "kubeflow", *host, env=env)
-        assert done.returncode == 2
-        assert "needs the `kubernetes` Python package" in done.stderr
-        return
     orchestrator = _registered(tmp_path, "kubeflow", *host, env=env)["imgclf-kubeflow"]["orchestrator"]
     assert orchestrator["flavor"] == "kubeflow"
     assert orchestrator["configuration"]["kubeflow_hostname"] == "https://kubeflow.example.test/pipeline"
@@ -204,7 +196,6 @@ def test_the_kubernetes_pod_settings_are_valid_pods_and_only_train_asks_for_a_gp
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not HAS_KUBERNETES, reason="ZenML validates pod settings with the `kubernetes` client (absent)")
 def test_the_orchestrator_settings_are_what_zenml_keeps_for_each_flavor():
     from zenml.integrations.kubeflow.flavors.kubeflow_orchestrator_flavor import KubeflowOrchestratorSettings
     from zenml.integrations.kubernetes.flavors.kubernetes_orchestrator_flavor import KubernetesOrchestratorSettings
