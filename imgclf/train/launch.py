@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
 from imgclf.augment.policy import AugmentPolicy
 from imgclf.data.manifest import DatasetManifest
 from imgclf.models.trained import TrainedModel
@@ -117,6 +119,7 @@ def _append_epoch(epochs_file: Path) -> OnEpoch:
     return on_epoch
 
 
+@record  # a failing rank's exception goes into torchrun's summary, the part of the output the caller quotes
 def main(job: Path) -> int:
     """One rank: train on the job folder's data and configs; rank 0 records the epochs and the bundle."""
     manifest = DatasetManifest.read(job / MANIFEST)
