@@ -11,8 +11,8 @@ from imgclf.compress.plan import compress
 from imgclf.compress.prune import PruneConfig
 from imgclf.data.manifest import DatasetManifest
 from imgclf.models.trained import TrainedModel
-from imgclf.train.config import TrainConfig
-from imgclf.train.loop import fit_resumable
+from imgclf.train.config import DistributedConfig, TrainConfig
+from imgclf.train.launch import fit_processes
 
 logger = get_logger(__name__)
 
@@ -24,14 +24,18 @@ def train(
     config: TrainConfig = TrainConfig(),
     distill_into: DistillConfig | None = None,
     prune: PruneConfig | None = None,
+    distributed: DistributedConfig = DistributedConfig(),
 ) -> Annotated[TrainedModel, "trained_model"]:
     """Fine-tune `config.arch` on the train split; keep the weights that score best on val (a killed run
     started again continues from its last epoch). Optionally distil it into a smaller student and/or
-    prune channels; the smaller model is then the one the pipeline evaluates, exports and ships."""
+    prune channels; the smaller model is then the one the pipeline evaluates, exports and ships.
+    `distributed` asks for N data-parallel processes (torchrun from inside the step; metrics from rank 0)."""
     mlflow.log_params({f"train.{k}": v for k, v in config.model_dump().items()})
     mlflow.log_params({f"augment.{k}": v for k, v in policy.model_dump().items()})
-    trained = fit_resumable(
-        manifest, config, policy, on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch)
+    nproc = distributed.processes()
+    mlflow.log_param("train.nproc_per_node", nproc)
+    trained = fit_processes(
+        manifest, config, policy, nproc, on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch)
     )
     decided = {name: trained.info["train_config"][name] for name in trained.info["budget"]}
     mlflow.log_params({f"budget.{name}": value for name, value in decided.items()})  # what each "auto" became
@@ -50,6 +54,7 @@ def train(
             "stopped_early": info["stopped_early"],
             "resumed_after_epoch": info["resumed_after_epoch"],
             "train_images_per_s": info["steady_train_images_per_s"],
+            "world_size": trained.info["world_size"],
             "shipped_arch": shipped.arch,
             "image_size": trained.preprocess.image_size,
             "epochs_planned": trained.info["train_config"]["epochs"],

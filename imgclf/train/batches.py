@@ -23,6 +23,7 @@ class Batch(NamedTuple):
     x: torch.Tensor  # the model input
     labels: torch.Tensor  # the batch's own targets (class indices or multi-hot rows)
     target: torch.Tensor  # what the loss compares with: `labels`, or the soft targets of a mixed batch
+    rows: torch.Tensor  # the training rows the batch holds (which images this rank saw)
 
 
 @dataclass
@@ -80,7 +81,7 @@ class TrainBatches:
             target = labels
             if self.mix is not None:
                 x, target = self.mix(x, labels)
-            yield Batch(x, labels, target)
+            yield Batch(x, labels, target, rows)
 
     def close(self) -> None:
         self.loader.close()

@@ -83,3 +83,22 @@ class TrainConfig(BaseModel):
             exclude={"threads", "num_workers", "compile", "epochs", "early_stopping_patience", "max_steps_per_epoch"}
         )
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class DistributedConfig(BaseModel):
+    """How many data-parallel processes the pipeline's `train` step starts on this machine (torchrun
+    from inside the step, `imgclf.train.launch`). Across machines: deploy/k8s/training (docs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nproc_per_node: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1, description="1: one process (no torchrun); auto: one per visible GPU, 1 without CUDA"
+    )
+
+    def processes(self) -> int:
+        """The number of processes to start: `nproc_per_node`, with "auto" decided on this machine."""
+        if self.nproc_per_node != "auto":
+            return self.nproc_per_node
+        import torch
+
+        return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1

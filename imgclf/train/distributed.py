@@ -67,3 +67,12 @@ def all_ranks_mean(value: float, info: Dist) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=info.device)
     dist.all_reduce(tensor)
     return float(tensor.item()) / info.world_size
+
+
+def coverage(rows: torch.Tensor, total: int, info: Dist) -> tuple[int, int]:
+    """(images trained on, distinct images among them) of an epoch, all ranks together: equal when no
+    image was seen twice; `total` when every one of the `total` training images was seen."""
+    counts = torch.bincount(rows.to(torch.int64).cpu(), minlength=total).to(info.device)
+    if info.enabled:
+        dist.all_reduce(counts)
+    return int(counts.sum().item()), int((counts > 0).sum().item())

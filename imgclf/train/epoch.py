@@ -44,23 +44,31 @@ class _Tally:
     """Running totals of an epoch on this rank."""
 
     multi_label: bool
+    total_images: int  # the training split's size, for the epoch's coverage
     started: float = field(default_factory=time.perf_counter)
     seen: int = 0
     loss_sum: float = 0.0
     correct: int = 0
+    rows: list[torch.Tensor] = field(default_factory=list)
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> None:
         self.seen += len(labels)
+        self.rows.append(rows)
         self.loss_sum += float(loss.detach()) * len(labels)
         if not self.multi_label:
             self.correct += int((logits.argmax(1) == labels).sum())
 
     def metrics(self, dist: Dist) -> dict[str, float]:
-        """train_loss (and train_accuracy) averaged over the ranks; images/s of all ranks together."""
+        """train_loss (and train_accuracy) averaged over the ranks; images/s, images trained on and how
+        many of them distinct, of all ranks together."""
         elapsed = time.perf_counter() - self.started
+        rows = torch.cat(self.rows) if self.rows else torch.zeros(0, dtype=torch.int64)
+        images, distinct = distributed.coverage(rows, self.total_images, dist)
         metrics = {
             "train_loss": distributed.all_ranks_mean(self.loss_sum / max(self.seen, 1), dist),
             "train_images_per_s": self.seen * dist.world_size / elapsed,
+            "train_images": images,
+            "train_distinct_images": distinct,
         }
         if not self.multi_label:
             metrics["train_accuracy"] = distributed.all_ranks_mean(self.correct / max(self.seen, 1), dist)
@@ -85,14 +93,14 @@ class EpochTrainer:
         train_model = self._model_for(epoch)
         self.state.model.train()  # a frozen backbone's norm layers stay in eval mode (set_backbone_trainable's hook)
         accumulate = self.config.accumulate_steps
-        tally, number = _Tally(self.objective.multi_label), 0
+        tally, number = _Tally(self.objective.multi_label, len(self.batches.targets)), 0
         progress = self._progress(epoch)
         self.state.optimizer.zero_grad(set_to_none=True)
         for number, batch in enumerate(self.batches.epoch(epoch), start=1):
             loss, logits = self._forward_backward(train_model, batch)
             if number % accumulate == 0:
                 self._step()
-            tally.add(loss, logits, batch.labels)
+            tally.add(loss, logits, batch.labels, batch.rows)
             if progress is not None:
                 progress.advance(len(batch.labels))
         if tally.seen and number % accumulate:  # a partial accumulation at the end of the epoch

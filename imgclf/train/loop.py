@@ -69,7 +69,7 @@ def fit(
         keeps plain cross-entropy / BCE).
     """
     dist = distributed.setup()
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    torch.set_num_threads(config.threads or _default_threads())
     _seed_everything(config.seed)
     budget = budgets.resolve(config, data.train.manifest)
     model, spec = _model(budget.config, data.class_names, initial, dist.device)
@@ -131,6 +131,11 @@ def with_projection(
     sample = np.asarray(images[sample_indices(len(images))])
     _, pooled = predict_logits_and_features(trained.build().to(device), sample, trained.preprocess)
     return dataclasses.replace(trained, projection=fit_projection(pooled, dim))
+
+
+def _default_threads() -> int:
+    """The cores shared out among this machine's training processes (torchrun's LOCAL_WORLD_SIZE)."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def _seed_everything(seed: int) -> None:
