@@ -160,6 +160,8 @@ def test_the_run_config_gives_train_the_cuda_image_and_a_gpu_and_the_other_steps
     config, local = (yaml.safe_load(path.read_text()) for path in (RUN_CONFIG, ROOT / "configs" / "training.yaml"))
     assert set(config["steps"]) <= set(steps), "every configured step exists"
     parameters = {name: step.get("parameters") for name, step in config["steps"].items()}
+    assert parameters["train"].pop("distributed") == {"nproc_per_node": "auto"}  # one process per GPU there
+    local["steps"]["train"]["parameters"].pop("distributed")
     assert parameters == {name: step.get("parameters") for name, step in local["steps"].items()}, "as on one machine"
 
     for name in steps:
