@@ -4,7 +4,6 @@ oversized file are rejected with their reasons)."""
 
 from __future__ import annotations
 
-import io
 import shutil
 import tarfile
 import zipfile

@@ -57,6 +57,7 @@ class ShardOutput:
     index: int
     predictions: pd.DataFrame
     monitoring: pd.DataFrame
+    rows: tuple[PredictionRow, ...] = ()  # `monitoring` as rows, for a PredictionLog
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
         """predictions-NNNNN.parquet and monitoring-NNNNN.parquet in `folder`."""
@@ -102,7 +103,9 @@ def classify_shard(
             pending = []
     _run_batch(predictor, pending, shard.index, settings, results, rows)
     predictions = pd.DataFrame(results, columns=list(PREDICTION_COLUMNS))
-    return ShardOutput(shard.index, predictions.sort_values("file", ignore_index=True), monitoring_frame(rows))
+    return ShardOutput(
+        shard.index, predictions.sort_values("file", ignore_index=True), monitoring_frame(rows), tuple(rows)
+    )
 
 
 def _rejected(key: str, shard: int, version: str, exc: ImageRejected, data) -> dict:
