@@ -18,14 +18,19 @@ MODEL = "imgclf-batch-test"  # its own registered model: the session's registry 
 
 
 @pytest.fixture(scope="module")
-def production_version(servable_bundle) -> str:
+def production_version(servable_bundle, tmp_path_factory) -> str:
+    """`servable_bundle` registered in the session's registry (artifacts in a temp folder, not ./mlruns) and
+    given `production`."""
     import mlflow
 
     from imgclf.registry import register_bundle
 
     mlflow.set_tracking_uri(SESSION_MLFLOW_URI)
+    client = mlflow.MlflowClient(tracking_uri=SESSION_MLFLOW_URI)
+    artifacts = tmp_path_factory.mktemp("batch_registry").as_uri()
+    mlflow.set_experiment(experiment_id=client.create_experiment("batch-test", artifact_location=artifacts))
     version = register_bundle(servable_bundle, MODEL).version
-    mlflow.MlflowClient(tracking_uri=SESSION_MLFLOW_URI).set_registered_model_alias(MODEL, "production", version)
+    client.set_registered_model_alias(MODEL, "production", version)
     return version
 
 
