@@ -102,6 +102,39 @@ def test_an_archive_with_an_escaping_member_is_refused(tmp_path):
         list_inputs(archive)
 
 
+def test_a_tar_with_a_link_is_refused(batch_dir, tmp_path):
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(batch_dir / "1", "1")
+        link = tarfile.TarInfo("1/elsewhere.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    with pytest.raises(BatchInputError, match="link"):
+        list_inputs(archive)
+
+
+def test_a_decoder_failure_nobody_foresaw_is_a_rejected_row(servable_bundle, batch_dir, monkeypatch):
+    import imgclf.batch.classify as classify
+
+    source = list_inputs(batch_dir)
+    shard = plan_shards(source.model_copy(update={"files": source.files[:3]}), 1).shard(0)
+    real = classify.observe
+
+    def flaky(predictor, data, measure):
+        if data == (batch_dir / shard.files[1]).read_bytes():
+            raise MemoryError("no room")
+        return real(predictor, data, measure=measure)
+
+    monkeypatch.setattr(classify, "observe", flaky)
+    out = classify_shard(source, shard, load_predictor(servable_bundle, "1", ClassifySettings()))
+    assert list(out.predictions["status"]) == ["predicted", "rejected", "predicted"]
+    assert (
+        out.predictions.loc[1, "error_reason"] == "unreadable"
+        and "MemoryError" in out.predictions.loc[1, "error_detail"]
+    )
+    assert len(out.monitoring) == 2
+
+
 def test_a_bucket_prefix_is_listed_and_read_through_fsspec(batch_dir):
     import fsspec
 
@@ -172,6 +205,7 @@ def test_the_bundles_serving_choice_is_the_model_run(servable_bundle, tmp_path):
     assert load_predictor(bundle, "1", ClassifySettings()).onnx_path.name == ONNX_INT8_FILE
 
 
+@pytest.mark.slow  # spawns worker processes
 def test_worker_processes_give_the_single_process_answers_and_every_input_is_accounted_for(
     servable_bundle, batch_dir, tmp_path
 ):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from imgclf.batch.inputs import InputSource, Rejected, read_inputs
+from imgclf.batch.inputs import UNREADABLE, InputSource, Rejected, read_inputs
 from imgclf.batch.shards import Shard
 from imgclf.data.decode import ImageRejected
 from imgclf.monitoring.record import BATCH, COLUMNS, DTYPES, PredictionRow
@@ -96,6 +96,10 @@ def classify_shard(
             observed = observe(predictor, data, measure=True)
         except ImageRejected as exc:
             results.append(_rejected(key, shard.index, predictor.model_version, exc, data))
+            continue
+        except Exception as exc:  # a decoder failure nobody foresaw: this file's row says so, the batch goes on
+            failed = ImageRejected(UNREADABLE, f"decoding failed ({type(exc).__name__}: {exc})")
+            results.append(_rejected(key, shard.index, predictor.model_version, failed, data))
             continue
         pending.append(_Pending(key, observed, 1e3 * (time.perf_counter() - started)))
         if len(pending) == settings.batch_size:
