@@ -229,6 +229,8 @@ def test_worker_processes_give_the_single_process_answers_and_every_input_is_acc
 
 
 def test_listing_an_empty_or_missing_input_says_so(tmp_path):
+    with pytest.raises(BatchInputError, match="no batch input given"):
+        list_inputs("")  # the config's default: never the current folder
     with pytest.raises(BatchInputError, match="does not exist"):
         list_inputs(tmp_path / "nowhere")
     with pytest.raises(BatchInputError, match="holds no files"):

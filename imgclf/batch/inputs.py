@@ -49,7 +49,9 @@ class InputSource(BaseModel):
 
 def list_inputs(location: str | Path) -> InputSource:
     """The input at `location`, listed. Raises BatchInputError naming the problem."""
-    text = str(location)
+    text = str(location).strip()
+    if not text:
+        raise BatchInputError("no batch input given: name a folder, manifest, archive or bucket prefix (--input)")
     if "://" in text and not text.startswith("file://"):
         return _source("prefix", text, _list_prefix(text))
     path = Path(text.removeprefix("file://")).expanduser().resolve()
