@@ -12,11 +12,12 @@ CONFIG ?= configs/training.yaml
 USE_STACK = if [ -n "$${ZENML_STACK:-}" ]; then $(BIN)/zenml stack set "$$ZENML_STACK"; else $(BIN)/python infra/local_stack.py; fi
 PORT ?= 3000
 MONITOR_CONFIG ?= configs/monitoring.yaml
+BATCH_CONFIG ?= configs/batch_inference.yaml
 # pip on this machine warns once per package about missing local index folders; keep the real errors
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup run train summary stages monitor promote-production rollback-production rollback-staging test test-fast lint format serve data clean-state
+.PHONY: setup run train summary stages monitor batch-inference promote-production rollback-production rollback-staging test test-fast lint format serve data clean-state
 .DEFAULT_GOAL := run
 
 setup: $(VENV)/.installed .zen .state/.stack-ready
@@ -65,6 +66,13 @@ promote-production: setup
 monitor: setup
 	$(USE_STACK)
 	$(BIN)/python -m pipelines.monitoring -c $(MONITOR_CONFIG) --retrain-config $(CONFIG) $(MONITOR_ARGS)
+
+# Every image of INPUT (a folder, a .csv/.txt manifest, a .zip/.tar archive or a bucket prefix) classified by the
+# production version in SHARDS parallel steps (README: Batch inference); BATCH_ARGS: e.g. --shards 8.
+batch-inference: setup
+	@test -n "$(INPUT)" || { echo "usage: make batch-inference INPUT=path/to/images  (folder, manifest, archive or s3://...)"; exit 2; }
+	$(USE_STACK)
+	$(BIN)/python -m pipelines.batch_inference -c $(BATCH_CONFIG) --input "$(INPUT)" $(BATCH_ARGS)
 
 rollback-production: setup
 	$(BIN)/imgclf rollback production

@@ -1,6 +1,7 @@
-"""Pipelines, importable as `pipelines.training_pipeline`, `pipelines.promotion_pipeline` and
-`pipelines.monitoring_pipeline` for `zenml pipeline run`."""
+"""Pipelines, importable as `pipelines.training_pipeline`, `pipelines.promotion_pipeline`,
+`pipelines.monitoring_pipeline` and `pipelines.batch_inference_pipeline` for `zenml pipeline run`."""
 
+from pipelines.batch_inference import batch_inference_pipeline
 from pipelines.monitoring import monitoring_pipeline
 from pipelines.promotion import promotion_pipeline
 from pipelines.stack import ensure_runnable_stack
@@ -8,4 +9,4 @@ from pipelines.training import training_pipeline
 
 ensure_runnable_stack()
 
-__all__ = ["monitoring_pipeline", "promotion_pipeline", "training_pipeline"]
+__all__ = ["batch_inference_pipeline", "monitoring_pipeline", "promotion_pipeline", "training_pipeline"]

@@ -3,6 +3,7 @@
 import materializers  # noqa: F401  (registers the project's materializers)
 from imgclf.logs import quiet_third_party
 from steps.augment import augment
+from steps.batch import classify_batch_shard, gather_batch, plan_batch, resolve_batch_model
 from steps.deploy import deploy
 from steps.evaluate import evaluate
 from steps.ingest import ingest
@@ -19,14 +20,18 @@ quiet_third_party()
 
 __all__ = [
     "augment",
+    "classify_batch_shard",
     "deploy",
     "evaluate",
+    "gather_batch",
     "ingest",
     "judge_drift",
+    "plan_batch",
     "promote",
     "promote_production",
     "quantize",
     "register",
+    "resolve_batch_model",
     "split",
     "train",
     "validate",

@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
     {"imgclf.train", "imgclf.evaluate", "imgclf.export", "imgclf.drift"},
     {"imgclf.compress", "imgclf.promotion"},
     {"imgclf.serving"},
+    {"imgclf.batch"},
     {"imgclf.commands"},
     {"imgclf.cli"},
 ]

@@ -18,8 +18,10 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 from urllib.parse import urlsplit
 
 from imgclf.data.fetch import FetchPolicy, FetchRefused, fetch_to_file, redact
@@ -54,12 +56,17 @@ def is_archive(path: str | Path) -> bool:
     return str(path).lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def _checked_target(target: Path, name: str, archive: Path) -> Path:
+def _checked_name(name: str, archive: Path) -> PurePosixPath:
     pure = PurePosixPath(name.replace("\\", "/"))
     if pure.is_absolute() or (pure.parts and pure.parts[0].endswith(":")):
         raise ArchiveError(f"{archive}: member {name!r} has an absolute path; refusing the archive")
     if ".." in pure.parts:
         raise ArchiveError(f"{archive}: member {name!r} escapes the extraction folder; refusing the archive")
+    return pure
+
+
+def _checked_target(target: Path, name: str, archive: Path) -> Path:
+    pure = _checked_name(name, archive)
     dest = (target / pure).resolve()
     if not dest.is_relative_to(target.resolve()):
         raise ArchiveError(f"{archive}: member {name!r} escapes the extraction folder; refusing the archive")
@@ -178,6 +185,47 @@ def _extract_tar(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
             if src is not None:
                 with src:
                     _copy_capped(src, dest, budget, member.name, archive)
+
+
+def iter_members(archive: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> Iterator[tuple[str, IO[bytes]]]:
+    """(name, open stream) of each regular file in `archive`, in archive order, read in place (nothing
+    written to disk) under the checks `extract` applies: a link, device, absolute or escaping name, or
+    too many members refuses the whole archive. The caller caps how much of each stream it reads."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise ArchiveError(f"archive {archive} does not exist")
+    if archive.name.lower().endswith(".zip"):
+        yield from _zip_members(archive, limits)
+        return
+    with _open_tar(archive) as tf:
+        for count, member in enumerate(tf, start=1):  # streamed, as in extraction
+            if count > limits.max_members:
+                raise ArchiveError(f"{archive}: more than {limits.max_members} members; refusing the archive")
+            if member.issym() or member.islnk() or not (member.isfile() or member.isdir()):
+                raise ArchiveError(f"{archive}: member {member.name!r} is a link or special file; refusing the archive")
+            name = _checked_name(member.name, archive)
+            src = tf.extractfile(member) if member.isfile() else None
+            if src is not None:
+                with src:
+                    yield str(name), src
+
+
+def _zip_members(archive: Path, limits: ArchiveLimits) -> Iterator[tuple[str, IO[bytes]]]:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as exc:
+        raise ArchiveError(f"{archive} is not a readable zip file ({exc})") from None
+    with zf:
+        members = zf.infolist()
+        if len(members) > limits.max_members:
+            raise ArchiveError(f"{archive}: {len(members)} members exceed the cap of {limits.max_members}")
+        for info in members:
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise ArchiveError(f"{archive}: member {info.filename!r} is a symbolic link; refusing the archive")
+            name = _checked_name(info.filename, archive)
+            if not info.is_dir():
+                with zf.open(info) as src:
+                    yield str(name), src
 
 
 def download(

@@ -20,6 +20,7 @@ from imgclf.monitoring.stats import STATISTICS, ImageStatistics
 
 UPLOAD = "upload"
 URL_PREFIX = "url:"
+BATCH = "batch"  # classified by the batch inference pipeline (imgclf.batch), not answered to a client
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ class PredictionRow:
     def __post_init__(self) -> None:
         if self.time.tzinfo is None or self.time.utcoffset() != UTC.utcoffset(None):
             raise ValueError(f"prediction row time must be timezone-aware UTC, got {self.time!r}")
-        if self.source != UPLOAD and not (self.source.startswith(URL_PREFIX) and len(self.source) > len(URL_PREFIX)):
-            raise ValueError(f"prediction row source must be 'upload' or 'url:<host>', got {self.source!r}")
+        url = self.source.startswith(URL_PREFIX) and len(self.source) > len(URL_PREFIX)
+        if self.source not in (UPLOAD, BATCH) and not url:
+            raise ValueError(f"prediction row source must be 'upload', 'batch' or 'url:<host>', got {self.source!r}")
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
             raise ValueError(f"prediction row sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
         if self.width < 1 or self.height < 1:
