@@ -17,7 +17,7 @@ BATCH_CONFIG ?= configs/batch_inference.yaml
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup run train summary stages monitor batch-inference promote-production rollback-production rollback-staging test test-fast lint format serve data clean-state
+.PHONY: setup run train summary stages monitor team-up team-down team-status batch-inference promote-production rollback-production rollback-staging test test-fast lint format serve data clean-state
 .DEFAULT_GOAL := run
 
 setup: $(VENV)/.installed .zen .state/.stack-ready
@@ -73,6 +73,15 @@ batch-inference: setup
 	@test -n "$(INPUT)" || { echo "usage: make batch-inference INPUT=path/to/images  (folder, manifest, archive or s3://...)"; exit 2; }
 	$(USE_STACK)
 	$(BIN)/python -m pipelines.batch_inference -c $(BATCH_CONFIG) --input "$(INPUT)" $(BATCH_ARGS)
+
+team-up: setup  # PostgreSQL, an MLflow server and a ZenML server on this machine, and the stack imgclf-team
+	$(BIN)/python infra/team_stack.py up
+
+team-down: setup  # stop them; the data stays under .state/team
+	$(BIN)/python infra/team_stack.py down
+
+team-status: setup
+	$(BIN)/python infra/team_stack.py status
 
 rollback-production: setup
 	$(BIN)/imgclf rollback production
