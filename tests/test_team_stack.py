@@ -99,6 +99,11 @@ def test_the_run_its_metrics_the_version_and_its_alias_are_on_the_servers(team):
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     assert run["info"]["status"] == "FINISHED" and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert {"train_loss", "train_images"} <= set(metrics)
+    # a promotion command, unchanged, against the server's registry (the pipeline's deploy step served from it)
+    imgclf = str(Path(sys.executable).with_name("imgclf"))
+    _run([imgclf, "promote", "1", "--to", "production", "--data-root", str(work / "data" / "digits")], env, work)
+    model = _get(f"{mlflow}/api/2.0/mlflow/registered-models/get?name=image-classifier", auth)["registered_model"]
+    assert {"alias": "production", "version": "1"} in model["aliases"]
     with pytest.raises(urllib.error.HTTPError) as refused:  # the MLflow server wants its users' passwords
         _get(f"{mlflow}/api/2.0/mlflow/registered-models/get?name=image-classifier")
     assert refused.value.code == 401
