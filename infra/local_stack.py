@@ -28,8 +28,29 @@ def ensure_mlflow_experiment(tracking_uri: str, artifact_root: Path) -> None:
         client.create_experiment(MLFLOW_EXPERIMENT, artifact_location=artifact_root.as_uri())
 
 
-def ensure_local_stack() -> str:
+def ensure_stack(stack: str, components: dict, changed=lambda component, config: True) -> None:
+    """Create each component that is missing, update one whose configuration `changed`, create the stack
+    from them if missing, and activate it (shared with infra/team_stack.py)."""
     from zenml.client import Client
+
+    client = Client()
+    names = {}
+    for ctype, (name, flavor, config) in components.items():
+        try:
+            component = client.get_stack_component(ctype, name, allow_name_prefix_match=False)
+            if changed(component, config):
+                client.update_stack_component(name, ctype, configuration=config)
+        except KeyError:
+            client.create_stack_component(name=name, flavor=flavor, component_type=ctype, configuration=config)
+        names[ctype] = name
+    try:
+        client.get_stack(stack, allow_name_prefix_match=False)
+    except KeyError:
+        client.create_stack(name=stack, components=names)
+    client.activate_stack(stack)
+
+
+def ensure_local_stack() -> str:
     from zenml.enums import StackComponentType as T
 
     state = state_dir().resolve()
@@ -50,21 +71,11 @@ def ensure_local_stack() -> str:
         T.MODEL_DEPLOYER: ("imgclf-bentoml", "bentoml", {}),
         T.DATA_VALIDATOR: ("imgclf-evidently", "evidently", {}),
     }
-    client = Client()
-    existing = {}
-    for ctype, (name, flavor, config) in components.items():
-        try:
-            component = client.get_stack_component(ctype, name, allow_name_prefix_match=False)
-            if component.configuration.get("tracking_uri", tracking_uri) != tracking_uri:
-                client.update_stack_component(name, ctype, configuration=config)
-        except KeyError:
-            client.create_stack_component(name=name, flavor=flavor, component_type=ctype, configuration=config)
-        existing[ctype] = name
-    try:
-        client.get_stack(STACK, allow_name_prefix_match=False)
-    except KeyError:
-        client.create_stack(name=STACK, components=existing)
-    client.activate_stack(STACK)
+
+    def changed(component, config: dict) -> bool:  # a kept component only follows a moved tracking URI
+        return component.configuration.get("tracking_uri", tracking_uri) != tracking_uri
+
+    ensure_stack(STACK, components, changed)
     return STACK
 
 

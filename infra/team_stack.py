@@ -29,6 +29,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from local_stack import ensure_stack  # infra/, beside this script
+
 STACK = "imgclf-team"
 MLFLOW_EXPERIMENT = "imgclf"  # as infra/local_stack.py
 MLFLOW_SECRET = "imgclf_team_mlflow"  # the ZenML secret holding the MLflow password
@@ -278,19 +280,7 @@ def register_stack(team: Team) -> None:
         T.MODEL_DEPLOYER: ("imgclf-team-bentoml", "bentoml", {}),
         T.DATA_VALIDATOR: ("imgclf-team-evidently", "evidently", {}),
     }
-    names = {}
-    for ctype, (name, flavor, config) in components.items():
-        try:
-            client.get_stack_component(ctype, name, allow_name_prefix_match=False)
-            client.update_stack_component(name, ctype, configuration=config)
-        except KeyError:
-            client.create_stack_component(name=name, flavor=flavor, component_type=ctype, configuration=config)
-        names[ctype] = name
-    try:
-        client.get_stack(STACK, allow_name_prefix_match=False)
-    except KeyError:
-        client.create_stack(name=STACK, components=names)
-    client.activate_stack(STACK)
+    ensure_stack(STACK, components)  # the team's settings always win over a kept component
 
 
 def write_env(team: Team) -> Path:

@@ -146,3 +146,13 @@ def fast_pipeline_run(
             from imgclf.serving.deployment import stop
 
             stop(deployment.pid)
+
+
+def load_infra_script(name: str):
+    """A script of infra/ (not a package) as a module, e.g. load_infra_script("k8s_check")."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "infra" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

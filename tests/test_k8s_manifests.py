@@ -4,22 +4,16 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from conftest import load_infra_script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_check():
-    spec = importlib.util.spec_from_file_location("k8s_check", ROOT / "infra" / "k8s_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _load_check()
+check = load_infra_script("k8s_check")
 pytestmark = pytest.mark.skipif(check.kubectl() is None, reason="no kubectl to render the overlays: make setup")
 
 

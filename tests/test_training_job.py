@@ -5,13 +5,13 @@ what the Training Operator needs and what the command relies on. Never applied t
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import load_infra_script
 from imgclf.augment.policy import AugmentPolicy
 from imgclf.train.config import TrainConfig
 
@@ -19,14 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAINING = ROOT / "deploy" / "k8s" / "training"
 
 
-def _load_check():
-    spec = importlib.util.spec_from_file_location("k8s_check", ROOT / "infra" / "k8s_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _load_check()
+check = load_infra_script("k8s_check")
 pytestmark = pytest.mark.skipif(check.kubectl() is None, reason="no kubectl to render the manifests: make setup")
 
 

@@ -103,15 +103,22 @@ def extract(archive: str | Path, target: str | Path, limits: ArchiveLimits = Arc
     return target
 
 
-def _extract_zip(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
+def _open_zip(archive: Path, limits: ArchiveLimits) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+    """The open zip file and its members, within the member cap; a clear error for a file that is not a zip."""
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
         raise ArchiveError(f"{archive} is not a readable zip file ({exc})") from None
+    members = zf.infolist()
+    if len(members) > limits.max_members:
+        zf.close()
+        raise ArchiveError(f"{archive}: {len(members)} members exceed the cap of {limits.max_members}")
+    return zf, members
+
+
+def _extract_zip(archive: Path, staging: Path, limits: ArchiveLimits) -> None:
+    zf, members = _open_zip(archive, limits)
     with zf:
-        members = zf.infolist()
-        if len(members) > limits.max_members:
-            raise ArchiveError(f"{archive}: {len(members)} members exceed the cap of {limits.max_members}")
         budget = [limits.max_total_bytes]
         for info in members:
             mode = info.external_attr >> 16
@@ -211,14 +218,8 @@ def iter_members(archive: str | Path, limits: ArchiveLimits = ArchiveLimits()) -
 
 
 def _zip_members(archive: Path, limits: ArchiveLimits) -> Iterator[tuple[str, IO[bytes]]]:
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as exc:
-        raise ArchiveError(f"{archive} is not a readable zip file ({exc})") from None
+    zf, members = _open_zip(archive, limits)
     with zf:
-        members = zf.infolist()
-        if len(members) > limits.max_members:
-            raise ArchiveError(f"{archive}: {len(members)} members exceed the cap of {limits.max_members}")
         for info in members:
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise ArchiveError(f"{archive}: member {info.filename!r} is a symbolic link; refusing the archive")
